@@ -1,0 +1,82 @@
+package events
+
+import (
+	"strings"
+)
+
+// Kind is the verb in an rsp subject: rsp.<scope>.<kind>.<pool>[...].
+type Kind string
+
+const (
+	KindRegister   Kind = "register"
+	KindDeregister Kind = "deregister"
+	KindFailure    Kind = "failure"
+	KindOutcome    Kind = "outcome"
+	KindResolve    Kind = "resolve"
+	KindChanges    Kind = "changes"
+)
+
+// Fixed names of the protocol.
+const (
+	StreamName = "RSP_EVENTS"      // JetStream stream holding all events
+	QueueGroup = "rsp-nameservers" // resolution queue group
+)
+
+// Subject returns rsp.<scope>.<kind>.<pool>.
+func Subject(scope string, kind Kind, pool string) string {
+	return "rsp." + scope + "." + string(kind) + "." + pool
+}
+
+// OutcomeSubject returns rsp.<scope>.outcome.<pool>.<pe_id>.
+func OutcomeSubject(scope, pool, peID string) string {
+	return Subject(scope, KindOutcome, pool) + "." + peID
+}
+
+// EventSubjects are the subjects RSP_EVENTS captures, for all scopes.
+func EventSubjects() []string {
+	return []string{"rsp.*.register.*", "rsp.*.deregister.*", "rsp.*.failure.*"}
+}
+
+// ScopeEventSubjects are the event subjects of one scope (a consumer filter).
+func ScopeEventSubjects(scope string) []string {
+	return []string{
+		Subject(scope, KindRegister, "*"),
+		Subject(scope, KindDeregister, "*"),
+		Subject(scope, KindFailure, "*"),
+	}
+}
+
+// Bucket is the key-value bucket holding the name space of scope.
+func Bucket(scope string) string { return "rsp_" + scope }
+
+// Key is the bucket key of a PE.
+func Key(pool, peID string) string { return pool + "." + peID }
+
+// SplitKey splits a bucket key into pool and PE id.
+func SplitKey(key string) (pool, peID string, ok bool) {
+	return strings.Cut(key, ".")
+}
+
+// ParseSubject splits rsp.<scope>.<kind>.<pool> (and, for outcomes, a
+// trailing .<pe_id>) and validates the names in it.
+func ParseSubject(subject string) (scope string, kind Kind, pool string, err error) {
+	parts := strings.Split(subject, ".")
+	if len(parts) < 4 || parts[0] != "rsp" {
+		return "", "", "", Errf("subject", "%q is not rsp.<scope>.<kind>.<pool>", subject)
+	}
+	scope, kind, pool = parts[1], Kind(parts[2]), parts[3]
+	if err := CheckScope(scope); err != nil {
+		return "", "", "", err
+	}
+	if err := CheckPool(pool); err != nil {
+		return "", "", "", err
+	}
+	want := 4
+	if kind == KindOutcome {
+		want = 5
+	}
+	if len(parts) != want {
+		return "", "", "", Errf("subject", "%q has %d tokens, want %d", subject, len(parts), want)
+	}
+	return scope, kind, pool, nil
+}

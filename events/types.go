@@ -1,0 +1,158 @@
+package events
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Transport is one way to reach a PE. "nats" transports carry Subject, all
+// others Addr.
+type Transport struct {
+	Proto   string `json:"proto"`
+	Addr    string `json:"addr,omitempty"`
+	Subject string `json:"subject,omitempty"`
+}
+
+// PolicyParams are the pool policy and this PE's parameters for it.
+type PolicyParams struct {
+	Name          string  `json:"name"`
+	Weight        int     `json:"weight,omitempty"`
+	Priority      int     `json:"priority,omitempty"`
+	Load          float64 `json:"load,omitempty"`
+	Degradation   float64 `json:"degradation,omitempty"`
+	LoadIncrement float64 `json:"load_increment,omitempty"`
+}
+
+// Registration is the body of a register event.
+type Registration struct {
+	PEID       string            `json:"pe_id"`
+	Seq        uint64            `json:"seq"`
+	Time       time.Time         `json:"time"`
+	LifetimeMS int64             `json:"lifetime_ms,omitempty"`
+	Transports []Transport       `json:"transports"`
+	Policy     PolicyParams      `json:"policy"`
+	Meta       map[string]string `json:"meta,omitempty"`
+}
+
+// Deregistration is the body of a deregister event.
+type Deregistration struct {
+	PEID string    `json:"pe_id"`
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+}
+
+// FailureReport is the body of a failure event; its signer is the reporter.
+type FailureReport struct {
+	PEID   string    `json:"pe_id"`
+	Time   time.Time `json:"time"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// Error codes of outcomes and answers.
+const (
+	CodeBadRequest  = "bad_request"
+	CodeForbidden   = "forbidden"
+	CodeConflict    = "conflict"
+	CodeStale       = "stale"
+	CodeUnavailable = "unavailable"
+	CodeNotFound    = "not_found"
+)
+
+// Error is the error object of outcomes and answers. It is also a Go error.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Outcome is what the name server says about a register/deregister event.
+type Outcome struct {
+	PEID     string `json:"pe_id"`
+	Seq      uint64 `json:"seq"`
+	Accepted bool   `json:"accepted"`
+	Error    *Error `json:"error,omitempty"`
+}
+
+// Record is a PE as the name space (the key-value bucket) holds it.
+type Record struct {
+	PEID         string            `json:"pe_id"`
+	Pool         string            `json:"pool"`
+	LifetimeMS   int64             `json:"lifetime_ms"`
+	Transports   []Transport       `json:"transports"`
+	Policy       PolicyParams      `json:"policy"`
+	Meta         map[string]string `json:"meta,omitempty"`
+	Signer       string            `json:"signer"`
+	RegisteredAt time.Time         `json:"registered_at"`
+	UpdatedAt    time.Time         `json:"updated_at"`
+	LastSeq      uint64            `json:"last_seq"`
+	Home         string            `json:"home_nameserver"`
+}
+
+// Element is a PE as resolution answers and changes show it.
+type Element struct {
+	PEID       string            `json:"pe_id"`
+	Transports []Transport       `json:"transports"`
+	Policy     PolicyParams      `json:"policy"`
+	Meta       map[string]string `json:"meta,omitempty"`
+}
+
+// Element returns the public part of a record.
+func (r *Record) Element() Element {
+	return Element{PEID: r.PEID, Transports: r.Transports, Policy: r.Policy, Meta: r.Meta}
+}
+
+// ResolveRequest is the optional body of a resolution request.
+type ResolveRequest struct {
+	Max      int               `json:"max,omitempty"`
+	Exclude  []string          `json:"exclude,omitempty"`
+	Affinity string            `json:"affinity,omitempty"`
+	Hint     map[string]string `json:"hint,omitempty"`
+}
+
+// ResolveAnswer is the answer to a resolution request: either the elements
+// or Error.
+type ResolveAnswer struct {
+	Scope    string    `json:"scope,omitempty"`
+	Pool     string    `json:"pool,omitempty"`
+	Policy   string    `json:"policy,omitempty"`
+	Revision uint64    `json:"revision,omitempty"`
+	Elements []Element `json:"elements,omitempty"`
+	Error    *Error    `json:"error,omitempty"`
+}
+
+// Change ops and reasons.
+const (
+	OpAdd    = "add"
+	OpUpdate = "update"
+	OpRemove = "remove"
+
+	ReasonRegistered   = "registered"
+	ReasonUpdated      = "updated"
+	ReasonDeregistered = "deregistered"
+	ReasonExpired      = "expired"
+	ReasonFailed       = "failed"
+	ReasonDisconnected = "disconnected"
+)
+
+// Change is a pool change notification. Element is the PE after an add or
+// update and the last known PE on a remove (absent when the name server no
+// longer knew it).
+type Change struct {
+	Scope    string   `json:"scope"`
+	Pool     string   `json:"pool"`
+	Revision uint64   `json:"revision"`
+	Op       string   `json:"op"`
+	PEID     string   `json:"pe_id"`
+	Reason   string   `json:"reason"`
+	Element  *Element `json:"element,omitempty"`
+}
+
+// Marshal is json.Marshal for bodies that cannot fail to encode.
+func Marshal(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("events: " + err.Error())
+	}
+	return b
+}

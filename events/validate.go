@@ -1,0 +1,174 @@
+package events
+
+import (
+	"encoding/json"
+	"errors"
+	"net"
+	"time"
+)
+
+// Limits of the protocol's defaults table.
+const (
+	DefaultLifetime  = 5 * time.Second
+	DefaultClockSkew = 30 * time.Second
+	DefaultMax       = 3
+	MaxMax           = 128
+	MaxTransports    = 16
+)
+
+// Decode unmarshals a JSON body into v; a type error names its field.
+func Decode(body []byte, v any) error {
+	if err := json.Unmarshal(body, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return Errf(te.Field, "must be a JSON %s, got %s", te.Type.Kind(), te.Value)
+		}
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return Errf("body", "is not valid JSON: %v", err)
+		}
+		var tpe *time.ParseError
+		if errors.As(err, &tpe) {
+			return Errf("time", "must be an RFC 3339 time: %v", err)
+		}
+		return Errf("body", "%v", err)
+	}
+	return nil
+}
+
+func checkSeqTime(seq uint64, t, now time.Time, skew time.Duration) error {
+	if seq == 0 {
+		return Errf("seq", "must be an integer ≥ 1")
+	}
+	if t.IsZero() {
+		return Errf("time", "is required (RFC 3339)")
+	}
+	if d := t.Sub(now); d > skew || d < -skew {
+		return Errf("time", "%s is more than %s away from the name server's clock", t.Format(time.RFC3339Nano), skew)
+	}
+	return nil
+}
+
+var protos = map[string]bool{"tcp": true, "udp": true, "sctp": true, "http": true, "nats": true}
+
+// Lifetime is the registration lifetime: lifetime_ms rounded up to whole
+// seconds, at least 1 s, DefaultLifetime when absent.
+func (r *Registration) Lifetime() time.Duration {
+	if r.LifetimeMS == 0 {
+		return DefaultLifetime
+	}
+	s := (r.LifetimeMS + 999) / 1000
+	return time.Duration(max(s, 1)) * time.Second
+}
+
+// Validate checks a registration body against the protocol's rules, given
+// the receiver's clock and the allowed clock skew.
+func (r *Registration) Validate(now time.Time, skew time.Duration) error {
+	if err := CheckPEID(r.PEID); err != nil {
+		return err
+	}
+	if err := checkSeqTime(r.Seq, r.Time, now, skew); err != nil {
+		return err
+	}
+	if r.LifetimeMS < 0 {
+		return Errf("lifetime_ms", "must be ≥ 0 (0 means the default)")
+	}
+	if len(r.Transports) == 0 || len(r.Transports) > MaxTransports {
+		return Errf("transports", "must list 1 to %d transports", MaxTransports)
+	}
+	for i, t := range r.Transports {
+		if err := t.validate(); err != nil {
+			var fe *FieldError
+			errors.As(err, &fe)
+			return Errf("transports["+itoa(i)+"]."+fe.Field, "%s", fe.Rule)
+		}
+	}
+	return r.Policy.validate()
+}
+
+func (t Transport) validate() error {
+	if !protos[t.Proto] {
+		return Errf("proto", "%q is not one of tcp, udp, sctp, http, nats", t.Proto)
+	}
+	switch t.Proto {
+	case "nats":
+		if t.Subject == "" {
+			return Errf("subject", "is required for a nats transport")
+		}
+	case "http":
+		if t.Addr == "" {
+			return Errf("addr", "is required")
+		}
+	default:
+		if _, _, err := net.SplitHostPort(t.Addr); err != nil {
+			return Errf("addr", "%q is not HOST:PORT", t.Addr)
+		}
+	}
+	return nil
+}
+
+func (p PolicyParams) validate() error {
+	if p.Name == "" {
+		return Errf("policy.name", "is required")
+	}
+	if p.Weight < 0 {
+		return Errf("policy.weight", "must be ≥ 1 when given")
+	}
+	if p.Priority < 0 {
+		return Errf("policy.priority", "must be ≥ 0")
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"policy.load", p.Load}, {"policy.degradation", p.Degradation}, {"policy.load_increment", p.LoadIncrement}} {
+		if f.v < 0 || f.v > 1 {
+			return Errf(f.name, "%g is not a fraction in [0, 1]", f.v)
+		}
+	}
+	return nil
+}
+
+// Validate checks a deregistration body.
+func (d *Deregistration) Validate(now time.Time, skew time.Duration) error {
+	if err := CheckPEID(d.PEID); err != nil {
+		return err
+	}
+	return checkSeqTime(d.Seq, d.Time, now, skew)
+}
+
+// Validate checks a failure report body.
+func (f *FailureReport) Validate(now time.Time, skew time.Duration) error {
+	if err := CheckPEID(f.PEID); err != nil {
+		return err
+	}
+	if f.Time.IsZero() {
+		return Errf("time", "is required (RFC 3339)")
+	}
+	if d := f.Time.Sub(now); d > skew || d < -skew {
+		return Errf("time", "is more than %s away from the name server's clock", skew)
+	}
+	return nil
+}
+
+// Validate checks a resolution request and fills in the default max.
+func (q *ResolveRequest) Validate() error {
+	switch {
+	case q.Max == 0:
+		q.Max = DefaultMax
+	case q.Max < 0 || q.Max > MaxMax:
+		return Errf("max", "%d is not in 1..%d", q.Max, MaxMax)
+	}
+	for i, id := range q.Exclude {
+		if err := CheckPEID(id); err != nil {
+			return Errf("exclude["+itoa(i)+"]", "%q does not match the pe_id rule", id)
+		}
+	}
+	if q.Affinity != "" {
+		if err := CheckPEID(q.Affinity); err != nil {
+			return Errf("affinity", "%q does not match the pe_id rule", q.Affinity)
+		}
+	}
+	return nil
+}
+
+func itoa(i int) string { return string(Marshal(i)) }
