@@ -1,0 +1,81 @@
+// Package embedded starts a NATS server with JetStream inside the process:
+// the name server's default, and the real server every test runs against.
+package embedded
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Config says where the embedded server listens and keeps its data.
+type Config struct {
+	// Listen is HOST:PORT for clients; port 0 or -1 picks a free one.
+	Listen string
+	// DataDir holds the JetStream store (in DataDir/jetstream).
+	DataDir string
+	// Name is the server name (JetStream needs a stable one); default "rsp".
+	Name string
+	// Logger receives the server's log at Info and above; nil discards it.
+	Logger *slog.Logger
+	// ReadyTimeout bounds the wait for the server to accept clients.
+	ReadyTimeout time.Duration
+}
+
+// Start starts the server and waits until it accepts clients.
+func Start(cfg Config) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %q is not HOST:PORT: %w", cfg.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < -1 || port > 65535 {
+		return nil, fmt.Errorf("listen: port %q is not a number in 0..65535", portStr)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	if cfg.Name == "" {
+		cfg.Name = "rsp"
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 10 * time.Second
+	}
+	opts := &server.Options{
+		ServerName: cfg.Name,
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
+		NoSigs:     true, // the name server handles signals itself
+		NoLog:      cfg.Logger == nil,
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats server: %w", err)
+	}
+	if cfg.Logger != nil {
+		s.SetLoggerV2(slogAdapter{cfg.Logger.With("component", "nats-server")}, false, false, false)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(cfg.ReadyTimeout) {
+		s.Shutdown()
+		return nil, fmt.Errorf("embedded nats server not ready within %s", cfg.ReadyTimeout)
+	}
+	return s, nil
+}
+
+// slogAdapter is the nats-server Logger interface on top of slog.
+type slogAdapter struct{ l *slog.Logger }
+
+func (a slogAdapter) Noticef(f string, v ...any) { a.l.Info(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Warnf(f string, v ...any)   { a.l.Warn(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Fatalf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Errorf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Debugf(f string, v ...any)  { a.l.Debug(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Tracef(f string, v ...any)  {}
