@@ -1,0 +1,308 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/policy"
+)
+
+// registrar applies the events of one scope to its bucket.
+type registrar struct {
+	scope string
+	home  string // this replica's id, recorded as the PE's home name server
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	kv    jetstream.KeyValue
+	view  *view
+	skew  time.Duration
+	log   *slog.Logger
+	now   func() time.Time
+}
+
+// rejection is an event refused with an outcome code.
+type rejection struct{ e events.Error }
+
+func reject(code, format string, args ...any) *rejection {
+	return &rejection{events.Error{Code: code, Message: fmt.Sprintf(format, args...)}}
+}
+
+func badRequest(err error) *rejection { return reject(events.CodeBadRequest, "%v", err) }
+
+func (r *rejection) Error() string { return r.e.Error() }
+
+// handle processes one event message. A returned error is a fault of the
+// infrastructure (the store was unavailable): the event is left for
+// redelivery. Refusals are not errors: they are outcomes.
+func (g *registrar) handle(ctx context.Context, msg *nats.Msg) error {
+	_, kind, poolName, err := events.ParseSubject(msg.Subject)
+	peID, seq := peIDAndSeq(msg.Data)
+	var change *events.Change
+	if err == nil {
+		switch kind {
+		case events.KindRegister:
+			change, err = g.register(ctx, msg, poolName)
+		case events.KindDeregister:
+			change, err = g.deregister(ctx, msg, poolName)
+		case events.KindFailure:
+			g.failure(msg, poolName)
+			return nil
+		default:
+			err = events.Errf("subject", "%q is not an event subject", msg.Subject)
+		}
+	} else {
+		err = badRequest(err)
+	}
+	out := events.Outcome{PEID: peID, Seq: seq, Accepted: err == nil}
+	if err != nil {
+		var rj *rejection
+		if !errors.As(err, &rj) {
+			return err
+		}
+		out.Error = &rj.e
+		g.log.Info("event refused", "subject", msg.Subject, "pe_id", peID, "seq", seq, "code", rj.e.Code, "reason", rj.e.Message)
+	}
+	if change != nil {
+		g.view.waitFor(change.Revision, viewWait)
+	}
+	if tok := subjectToken(poolName); tok != "" {
+		if err := g.nc.Publish(events.OutcomeSubject(g.scope, tok, subjectToken(peID)), events.Marshal(out)); err != nil {
+			return fmt.Errorf("publish outcome: %w", err)
+		}
+	}
+	if change != nil {
+		if err := g.nc.Publish(events.Subject(g.scope, events.KindChanges, poolName), events.Marshal(change)); err != nil {
+			return fmt.Errorf("publish change: %w", err)
+		}
+	}
+	return nil
+}
+
+// peIDAndSeq reads what an outcome must echo, even from a body that fails
+// validation.
+func peIDAndSeq(body []byte) (string, uint64) {
+	var b struct {
+		PEID string `json:"pe_id"`
+		Seq  uint64 `json:"seq"`
+	}
+	_ = json.Unmarshal(body, &b)
+	return b.PEID, b.Seq
+}
+
+// subjectToken makes s usable as one subject token ("_" when it is not).
+func subjectToken(s string) string {
+	if s == "" || strings.ContainsAny(s, ".*> \t\r\n") {
+		return "_"
+	}
+	return s
+}
+
+// verify checks the event's signature and decodes and validates its body.
+func (g *registrar) verify(msg *nats.Msg, body interface {
+	Validate(time.Time, time.Duration) error
+}) (string, error) {
+	signer, err := events.VerifyEvent(msg)
+	if err != nil {
+		return "", reject(events.CodeForbidden, "%v", err)
+	}
+	if err := events.Decode(msg.Data, body); err != nil {
+		return "", badRequest(err)
+	}
+	if err := body.Validate(g.now(), g.skew); err != nil {
+		return "", badRequest(err)
+	}
+	return signer, nil
+}
+
+// current reads the record of key; nil when there is none.
+func (g *registrar) current(ctx context.Context, key string) (*events.Record, uint64, error) {
+	e, err := g.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s: %w", key, err)
+	}
+	var rec events.Record
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return nil, 0, fmt.Errorf("record %s is corrupt: %w", key, err)
+	}
+	return &rec, e.Revision(), nil
+}
+
+func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string) (*events.Change, error) {
+	var reg events.Registration
+	signer, err := g.verify(msg, &reg)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := policy.Get(reg.Policy.Name); !ok {
+		return nil, badRequest(events.Errf("policy.name", "%q is not a known policy (%s)", reg.Policy.Name, strings.Join(policy.Names(), ", ")))
+	}
+	if pp := g.view.poolPolicy(poolName, reg.PEID); pp != "" && pp != reg.Policy.Name {
+		return nil, reject(events.CodeConflict, "pool %s uses policy %s, not %s", poolName, pp, reg.Policy.Name)
+	}
+	key := events.Key(poolName, reg.PEID)
+	return retryCAS(ctx, func() (*events.Change, error) {
+		old, rev, err := g.current(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		now := g.now().UTC()
+		rec := events.Record{
+			PEID: reg.PEID, Pool: poolName, LifetimeMS: reg.Lifetime().Milliseconds(),
+			Transports: reg.Transports, Policy: reg.Policy, Meta: reg.Meta,
+			Signer: signer, RegisteredAt: now, UpdatedAt: now, LastSeq: reg.Seq, Home: g.home,
+		}
+		if old == nil {
+			newRev, err := g.kv.Create(ctx, key, events.Marshal(rec), jetstream.KeyTTL(reg.Lifetime()))
+			if err != nil {
+				return nil, err
+			}
+			return g.change(newRev, events.OpAdd, events.ReasonRegistered, &rec), nil
+		}
+		if old.Signer != signer {
+			return nil, reject(events.CodeForbidden, "pe_id %s in pool %s belongs to another signer", reg.PEID, poolName)
+		}
+		switch {
+		case reg.Seq == old.LastSeq:
+			return nil, nil // a redelivered event that was applied already
+		case reg.Seq < old.LastSeq:
+			return nil, reject(events.CodeStale, "seq %d is not above the last applied seq %d of pe_id %s", reg.Seq, old.LastSeq, reg.PEID)
+		}
+		rec.RegisteredAt = old.RegisteredAt
+		newRev, err := g.write(ctx, key, events.Marshal(rec), rev, reg.Lifetime(), false)
+		if err != nil {
+			return nil, err
+		}
+		if sameElement(old, &rec) {
+			return nil, nil // a renewal: nothing for watchers
+		}
+		return g.change(newRev, events.OpUpdate, events.ReasonUpdated, &rec), nil
+	})
+}
+
+func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName string) (*events.Change, error) {
+	var dereg events.Deregistration
+	signer, err := g.verify(msg, &dereg)
+	if err != nil {
+		return nil, err
+	}
+	key := events.Key(poolName, dereg.PEID)
+	return retryCAS(ctx, func() (*events.Change, error) {
+		old, rev, err := g.current(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case old == nil:
+			return nil, reject(events.CodeNotFound, "no pe_id %s in pool %s", dereg.PEID, poolName)
+		case old.Signer != signer:
+			return nil, reject(events.CodeForbidden, "pe_id %s in pool %s belongs to another signer", dereg.PEID, poolName)
+		case dereg.Seq <= old.LastSeq:
+			return nil, reject(events.CodeStale, "seq %d is not above the last applied seq %d of pe_id %s", dereg.Seq, old.LastSeq, dereg.PEID)
+		}
+		newRev, err := g.write(ctx, key, nil, rev, tombstoneTTL, true)
+		if err != nil {
+			return nil, err
+		}
+		return g.change(newRev, events.OpRemove, events.ReasonDeregistered, old), nil
+	})
+}
+
+// failure takes a failure report. Counting reporters and taking a PE out
+// comes with failure detection (issue 5); for now a valid report is logged.
+func (g *registrar) failure(msg *nats.Msg, poolName string) {
+	var rep events.FailureReport
+	signer, err := g.verify(msg, &rep)
+	if err != nil {
+		g.log.Info("failure report refused", "subject", msg.Subject, "reason", err)
+		return
+	}
+	g.log.Info("failure report", "pool", poolName, "pe_id", rep.PEID, "reporter", signer, "reason", rep.Reason)
+}
+
+// viewWait bounds how long an outcome waits for this replica's view to
+// show the change, so that a PE told "accepted" is resolvable at once.
+const viewWait = time.Second
+
+// tombstoneTTL is how long a purge marker stays in the bucket.
+const tombstoneTTL = time.Minute
+
+// write stores a new revision of key (or a purge marker) over revision
+// rev, with a TTL. It is a raw publish because kv.Put and kv.Update cannot
+// carry a per-message TTL (see nats-facts.md).
+func (g *registrar) write(ctx context.Context, key string, val []byte, rev uint64, ttl time.Duration, purge bool) (uint64, error) {
+	m := nats.NewMsg("$KV." + g.kv.Bucket() + "." + key)
+	m.Data = val
+	if purge {
+		m.Header.Set("KV-Operation", "PURGE")
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	}
+	ack, err := g.js.PublishMsg(ctx, m, jetstream.WithMsgTTL(ttl), jetstream.WithExpectLastSequencePerSubject(rev))
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+func (g *registrar) change(rev uint64, op, reason string, rec *events.Record) *events.Change {
+	el := rec.Element()
+	return &events.Change{Scope: g.scope, Pool: rec.Pool, Revision: rev, Op: op, PEID: rec.PEID, Reason: reason, Element: &el}
+}
+
+// sameElement tells whether a re-registration changed nothing that
+// resolution shows.
+func sameElement(a, b *events.Record) bool {
+	return a.Policy == b.Policy && a.LifetimeMS == b.LifetimeMS &&
+		slices.Equal(a.Transports, b.Transports) && maps.Equal(a.Meta, b.Meta)
+}
+
+// isCASConflict tells a lost compare-and-set race from other errors.
+func isCASConflict(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// retryCAS runs apply again, with backoff, while it loses compare-and-set
+// races against another replica; other results end it.
+func retryCAS(ctx context.Context, apply func() (*events.Change, error)) (*events.Change, error) {
+	b := backoff.WithContext(backoff.WithMaxRetries(newBackoff(5*time.Millisecond, time.Second), 10), ctx)
+	var change *events.Change
+	err := backoff.Retry(func() error {
+		var err error
+		change, err = apply()
+		if err != nil && !isCASConflict(err) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, b)
+	if isCASConflict(err) {
+		return nil, reject(events.CodeUnavailable, "the record kept changing under concurrent writes; try again")
+	}
+	return change, err
+}
+
+func newBackoff(initial, maxInterval time.Duration) *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = initial
+	b.MaxInterval = maxInterval
+	b.MaxElapsedTime = 0
+	return b
+}

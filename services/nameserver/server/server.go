@@ -1,0 +1,262 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+	"github.com/nats-io/nuid"
+
+	"github.com/rserpool/rsp/events"
+)
+
+// Config configures one name-server replica.
+type Config struct {
+	// Scopes served; default just "default".
+	Scopes []string
+	// ID names this replica (the home name server of the PEs it accepts);
+	// default host name plus a random suffix.
+	ID string
+	// Key signs resolution answers; default a fresh user nkey.
+	Key nkeys.KeyPair
+	// Replicas of the stream and buckets this replica creates; default 1.
+	Replicas int
+	// ClockSkew allowed between an event's time and this replica's clock.
+	ClockSkew time.Duration
+	// AckWait is how long an event may be in work at one replica before
+	// another replica gets it; default 5 s.
+	AckWait time.Duration
+	// StartTimeout bounds setting up and loading the name space; default 30 s.
+	StartTimeout time.Duration
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) defaults() error {
+	if len(c.Scopes) == 0 {
+		c.Scopes = []string{events.DefaultScope}
+	}
+	for _, s := range c.Scopes {
+		if err := events.CheckScope(s); err != nil {
+			return err
+		}
+	}
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		c.ID = subjectToken(host) + "-" + nuid.Next()[16:]
+	}
+	if c.Key == nil {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return err
+		}
+		c.Key = kp
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.ClockSkew == 0 {
+		c.ClockSkew = events.DefaultClockSkew
+	}
+	if c.AckWait == 0 {
+		c.AckWait = 5 * time.Second
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// NameServer is a running replica. Stop it with Stop.
+type NameServer struct {
+	cfg    Config
+	cancel context.CancelFunc
+	views  map[string]*view
+
+	stopOnce sync.Once
+	subs     []*nats.Subscription
+	consumes []jetstream.ConsumeContext
+	wg       sync.WaitGroup
+}
+
+// Names of the durable consumers shared by all replicas.
+const (
+	eventsConsumerPrefix = "rsp-nameservers-"
+	expiryConsumer       = "rsp-expiry"
+	eventsRetention      = 24 * time.Hour
+	duplicatesWindow     = 2 * time.Minute
+	markerTTL            = time.Minute
+)
+
+// Start sets up the stream and buckets if missing, loads the name space of
+// every scope, and starts serving. It returns once the replica answers.
+func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*NameServer, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	n := &NameServer{cfg: cfg, cancel: cancel, views: map[string]*view{}}
+	setupCtx, setupCancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer setupCancel()
+	if err := n.start(setupCtx, runCtx, nc, js); err != nil {
+		n.Stop()
+		return nil, err
+	}
+	cfg.Logger.Info("name server serving", "id", cfg.ID, "scopes", cfg.Scopes, "key", n.PublicKey())
+	return n, nil
+}
+
+func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstream.JetStream) error {
+	cfg := n.cfg
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: events.StreamName, Subjects: events.EventSubjects(), Storage: jetstream.FileStorage,
+		Replicas: cfg.Replicas, Duplicates: duplicatesWindow, MaxAge: eventsRetention,
+	})
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", events.StreamName, err)
+	}
+	for _, scope := range cfg.Scopes {
+		log := cfg.Logger.With("scope", scope)
+		kv, err := ensureBucket(ctx, js, events.Bucket(scope), cfg.Replicas)
+		if err != nil {
+			return err
+		}
+		v := newView(scope, log)
+		n.views[scope] = v
+		ready := make(chan struct{})
+		watchErr := make(chan error, 1)
+		n.wg.Go(func() { watchErr <- v.run(runCtx, kv, ready) })
+		select {
+		case <-ready:
+		case err := <-watchErr:
+			return fmt.Errorf("scope %s: loading the name space: %w", scope, err)
+		case <-ctx.Done():
+			return fmt.Errorf("scope %s: loading the name space: %w", scope, ctx.Err())
+		}
+
+		reg := &registrar{scope: scope, home: cfg.ID, nc: nc, js: js, kv: kv, view: v, skew: cfg.ClockSkew, log: log, now: time.Now}
+		cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable: eventsConsumerPrefix + scope, FilterSubjects: events.ScopeEventSubjects(scope),
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: cfg.AckWait, MaxDeliver: -1,
+		})
+		if err != nil {
+			return fmt.Errorf("scope %s: events consumer: %w", scope, err)
+		}
+		if err := n.consume(runCtx, cons, log, func(ctx context.Context, m jetstream.Msg) error {
+			return reg.handle(ctx, &nats.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()})
+		}); err != nil {
+			return err
+		}
+
+		res := &resolver{view: v, key: cfg.Key, log: log}
+		sub, err := nc.QueueSubscribe(events.Subject(scope, events.KindResolve, "*"), events.QueueGroup, res.handle)
+		if err != nil {
+			return fmt.Errorf("scope %s: resolve subscription: %w", scope, err)
+		}
+		_ = sub.SetPendingLimits(1<<20, 256<<20)
+		n.subs = append(n.subs, sub)
+
+		x := &expiry{scope: scope, bucket: kv.Bucket(), nc: nc, view: v, log: log}
+		xcons, err := js.CreateOrUpdateConsumer(ctx, "KV_"+kv.Bucket(), jetstream.ConsumerConfig{
+			Durable: expiryConsumer, FilterSubject: "$KV." + kv.Bucket() + ".>",
+			DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy, AckWait: cfg.AckWait,
+		})
+		if err != nil {
+			return fmt.Errorf("scope %s: expiry consumer: %w", scope, err)
+		}
+		if err := n.consume(runCtx, xcons, log, func(_ context.Context, m jetstream.Msg) error { return x.handle(m) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// consume feeds a shared durable consumer to handle: an event handled is
+// acknowledged; one that failed for want of the store is handed back for
+// redelivery after a pause.
+func (n *NameServer) consume(ctx context.Context, cons jetstream.Consumer, log *slog.Logger, handle func(context.Context, jetstream.Msg) error) error {
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		hctx, cancel := context.WithTimeout(ctx, n.cfg.AckWait)
+		defer cancel()
+		if err := handle(hctx, m); err != nil {
+			log.Warn("event left for redelivery", "subject", m.Subject(), "err", err)
+			_ = m.NakWithDelay(time.Second)
+			return
+		}
+		_ = m.Ack()
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+			log.Debug("consumer", "err", err)
+		}
+	}))
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	n.consumes = append(n.consumes, cc)
+	return nil
+}
+
+func ensureBucket(ctx context.Context, js jetstream.JetStream, name string, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, name)
+	if err == nil {
+		return kv, nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("bucket %s: %w", name, err)
+	}
+	kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: name, History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
+		LimitMarkerTTL: markerTTL,
+	})
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		return js.KeyValue(ctx, name) // another replica created it first
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", name, err)
+	}
+	return kv, nil
+}
+
+// ID is this replica's id.
+func (n *NameServer) ID() string { return n.cfg.ID }
+
+// PublicKey is the nkey that signs this replica's answers.
+func (n *NameServer) PublicKey() string {
+	pub, _ := n.cfg.Key.PublicKey()
+	return pub
+}
+
+// Stop stops taking requests and events, lets the ones in work finish, and
+// returns. Events not yet acknowledged go to the other replicas.
+func (n *NameServer) Stop() {
+	n.stopOnce.Do(func() {
+		for _, s := range n.subs {
+			_ = s.Drain()
+		}
+		for _, cc := range n.consumes {
+			cc.Drain()
+		}
+		for _, cc := range n.consumes {
+			select {
+			case <-cc.Closed():
+			case <-time.After(n.cfg.AckWait):
+			}
+		}
+		n.cancel()
+		n.wg.Wait()
+	})
+}

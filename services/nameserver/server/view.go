@@ -1,0 +1,322 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/policy"
+)
+
+// member is one PE of a pool as the view holds it.
+type member struct {
+	rev  uint64
+	rec  events.Record
+	elem []byte // JSON of rec.Element(), encoded once per change
+}
+
+// pool is an immutable snapshot of one pool; a change builds a new one, so
+// resolutions read it without locks.
+type pool struct {
+	name    string
+	policy  string
+	picker  policy.Picker // shared by the snapshots of one pool: it keeps the policy's state
+	members []*member     // sorted by PE id
+	cands   []policy.Candidate
+}
+
+// view is the in-memory name space of one scope, kept current by a watch
+// of the scope's bucket.
+type view struct {
+	scope string
+	log   *slog.Logger
+
+	mu       sync.RWMutex
+	pools    map[string]*pool
+	revision uint64
+	// gone keeps the last record of recently removed keys, so an expiry
+	// change can still show the element that expired.
+	gone map[string]events.Record
+	// changed is closed and replaced at every applied entry.
+	changed chan struct{}
+}
+
+const maxGone = 4096
+
+func newView(scope string, log *slog.Logger) *view {
+	return &view{scope: scope, log: log, pools: map[string]*pool{}, gone: map[string]events.Record{}, changed: make(chan struct{})}
+}
+
+// run applies the bucket watch to the view until ctx ends. ready is closed
+// once the initial state is loaded.
+func (v *view) run(ctx context.Context, kv jetstream.KeyValue, ready chan<- struct{}) error {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch bucket %s: %w", kv.Bucket(), err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil {
+				if ready != nil {
+					close(ready)
+					ready = nil
+				}
+				continue
+			}
+			v.apply(e)
+		}
+	}
+}
+
+func (v *view) apply(e jetstream.KeyValueEntry) {
+	poolName, id, ok := events.SplitKey(e.Key())
+	if !ok {
+		return
+	}
+	var rec *events.Record
+	if e.Operation() == jetstream.KeyValuePut {
+		rec = new(events.Record)
+		if err := json.Unmarshal(e.Value(), rec); err != nil {
+			v.log.Warn("ignoring undecodable record", "key", e.Key(), "err", err)
+			return
+		}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if e.Revision() > v.revision {
+		v.revision = e.Revision()
+	}
+	close(v.changed)
+	v.changed = make(chan struct{})
+	old := v.pools[poolName]
+	if rec == nil {
+		if old != nil {
+			if i, found := old.find(id); found {
+				if len(v.gone) >= maxGone {
+					clear(v.gone)
+				}
+				v.gone[e.Key()] = old.members[i].rec
+			}
+		}
+		if p := old.without(id); p != nil {
+			v.pools[poolName] = p
+		} else {
+			delete(v.pools, poolName)
+		}
+		return
+	}
+	delete(v.gone, e.Key())
+	v.pools[poolName] = old.with(poolName, &member{rev: e.Revision(), rec: *rec, elem: events.Marshal(rec.Element())})
+}
+
+// find returns the index of id in the sorted members.
+func (p *pool) find(id string) (int, bool) {
+	return slices.BinarySearchFunc(p.members, id, func(m *member, id string) int {
+		return cmpString(m.rec.PEID, id)
+	})
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// with returns a copy of p (nil: a new pool) with m added or replaced.
+func (p *pool) with(name string, m *member) *pool {
+	np := &pool{name: name}
+	if p != nil {
+		np.policy, np.picker = p.policy, p.picker
+		np.members = slices.Clone(p.members)
+	}
+	if np.picker == nil {
+		np.policy = m.rec.Policy.Name
+		b, ok := policy.Get(np.policy)
+		if !ok {
+			b, _ = policy.Get(policy.Default)
+		}
+		np.picker = b.Build()
+	}
+	if i, found := np.find(m.rec.PEID); found {
+		np.members[i] = m
+	} else {
+		np.members = slices.Insert(np.members, i, m)
+	}
+	np.cands = candidates(np.members)
+	return np
+}
+
+// without returns a copy of p without id, or nil when nothing is left.
+func (p *pool) without(id string) *pool {
+	if p == nil {
+		return nil
+	}
+	i, found := p.find(id)
+	if !found {
+		return p
+	}
+	if len(p.members) == 1 {
+		return nil
+	}
+	np := &pool{name: p.name, policy: p.policy, picker: p.picker}
+	np.members = slices.Delete(slices.Clone(p.members), i, i+1)
+	np.cands = candidates(np.members)
+	return np
+}
+
+func candidates(ms []*member) []policy.Candidate {
+	c := make([]policy.Candidate, len(ms))
+	for i, m := range ms {
+		pp := m.rec.Policy
+		c[i] = policy.Candidate{
+			ID: m.rec.PEID, Weight: pp.Weight, Priority: pp.Priority, Load: pp.Load,
+			Degradation: pp.Degradation, LoadIncrement: pp.LoadIncrement, Meta: m.rec.Meta,
+		}
+	}
+	return c
+}
+
+// waitFor waits until the view has applied revision rev, at most d. The
+// registrar uses it so that a PE told "accepted" resolves at once.
+func (v *view) waitFor(rev uint64, d time.Duration) bool {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		v.mu.RLock()
+		done, changed := v.revision >= rev, v.changed
+		v.mu.RUnlock()
+		if done {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return false
+		}
+	}
+}
+
+func (v *view) pool(name string) (*pool, uint64) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.pools[name], v.revision
+}
+
+// poolPolicy returns the policy of pool, ignoring PE id self (a PE that is
+// the only member may change it); "" when the pool has no other member.
+func (v *view) poolPolicy(name, self string) string {
+	p, _ := v.pool(name)
+	if p == nil {
+		return ""
+	}
+	for _, m := range p.members {
+		if m.rec.PEID != self {
+			return p.policy
+		}
+	}
+	return ""
+}
+
+// last returns the record of key, live or recently removed.
+func (v *view) last(key string) (events.Record, bool) {
+	poolName, id, _ := events.SplitKey(key)
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if p := v.pools[poolName]; p != nil {
+		if i, found := p.find(id); found {
+			return p.members[i].rec, true
+		}
+	}
+	r, ok := v.gone[key]
+	return r, ok
+}
+
+var answerBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// resolve writes the answer for pool to a pooled buffer; the caller
+// returns it with answerBufs.Put.
+func (v *view) resolve(poolName string, q *events.ResolveRequest) (*bytes.Buffer, *events.Error) {
+	p, rev := v.pool(poolName)
+	if p == nil {
+		return nil, &events.Error{Code: events.CodeNotFound, Message: "no pool " + poolName + " in scope " + v.scope}
+	}
+	members, cands := p.members, p.cands
+	if len(q.Exclude) > 0 {
+		members, cands = excluding(members, cands, q.Exclude)
+		if len(members) == 0 {
+			return nil, &events.Error{Code: events.CodeNotFound, Message: "every PE of pool " + poolName + " is excluded"}
+		}
+	}
+	var picks [events.MaxMax + 1]int
+	chosen := picks[:0]
+	want := q.Max
+	aff := -1
+	if q.Affinity != "" {
+		for i, m := range members {
+			if m.rec.PEID == q.Affinity {
+				aff = i
+				chosen = append(chosen, i)
+				break
+			}
+		}
+	}
+	chosen = p.picker.Pick(chosen, cands, min(want+len(chosen), len(cands)), q.Hint)
+
+	b := answerBufs.Get().(*bytes.Buffer)
+	b.Reset()
+	b.WriteString(`{"scope":"`)
+	b.WriteString(v.scope)
+	b.WriteString(`","pool":"`)
+	b.WriteString(poolName)
+	b.WriteString(`","policy":"`)
+	b.WriteString(p.policy)
+	b.WriteString(`","revision":`)
+	b.Write(strconv.AppendUint(b.AvailableBuffer(), rev, 10))
+	b.WriteString(`,"elements":[`)
+	n := 0
+	for k, i := range chosen {
+		if n == want || (k > 0 && i == aff) {
+			continue
+		}
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(members[i].elem)
+		n++
+	}
+	b.WriteString("]}")
+	return b, nil
+}
+
+// excluding returns the members not named in exclude.
+func excluding(ms []*member, cs []policy.Candidate, exclude []string) ([]*member, []policy.Candidate) {
+	var om []*member
+	var oc []policy.Candidate
+	for i, m := range ms {
+		if !slices.Contains(exclude, m.rec.PEID) {
+			om = append(om, m)
+			oc = append(oc, cs[i])
+		}
+	}
+	return om, oc
+}
