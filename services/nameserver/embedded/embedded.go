@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -17,11 +16,12 @@ import (
 type Config struct {
 	// Listen is HOST:PORT for clients; port 0 or -1 picks a free one.
 	Listen string
-	// DataDir holds the JetStream store (in DataDir/jetstream).
+	// DataDir holds the JetStream store (nats-server adds "jetstream").
 	DataDir string
 	// Name is the server name (JetStream needs a stable one); default "rsp".
 	Name string
-	// Logger receives the server's log at Info and above; nil discards it.
+	// Logger receives the server's warnings and errors (its notices at
+	// Debug); nil discards them.
 	Logger *slog.Logger
 	// ReadyTimeout bounds the wait for the server to accept clients.
 	ReadyTimeout time.Duration
@@ -51,7 +51,7 @@ func Start(cfg Config) (*server.Server, error) {
 		Host:       host,
 		Port:       port,
 		JetStream:  true,
-		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
+		StoreDir:   cfg.DataDir,
 		NoSigs:     true, // the name server handles signals itself
 		NoLog:      cfg.Logger == nil,
 	}
@@ -73,7 +73,7 @@ func Start(cfg Config) (*server.Server, error) {
 // slogAdapter is the nats-server Logger interface on top of slog.
 type slogAdapter struct{ l *slog.Logger }
 
-func (a slogAdapter) Noticef(f string, v ...any) { a.l.Info(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Noticef(f string, v ...any) { a.l.Debug(fmt.Sprintf(f, v...)) }
 func (a slogAdapter) Warnf(f string, v ...any)   { a.l.Warn(fmt.Sprintf(f, v...)) }
 func (a slogAdapter) Fatalf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }
 func (a slogAdapter) Errorf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }

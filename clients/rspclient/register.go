@@ -1,0 +1,353 @@
+package rspclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/policy"
+)
+
+// PE describes a pool element to register.
+type PE struct {
+	// ID is the PE id, unique in its pool; a random valid id when empty.
+	ID string
+	// Transports lists the ways to reach the PE (1 to events.MaxTransports).
+	Transports []events.Transport
+	// Policy names the pool policy and holds this PE's parameters for it;
+	// Name defaults to policy.Default.
+	Policy events.PolicyParams
+	// Meta is free-form data that resolutions and changes carry.
+	Meta map[string]string
+	// Lifetime is how long the registration lasts without renewal
+	// (default events.DefaultLifetime); the name space keeps it in whole
+	// seconds, rounded up.
+	Lifetime time.Duration
+}
+
+var (
+	// ErrDeregistered is a Registration's Err after Deregister.
+	ErrDeregistered = errors.New("rspclient: deregistered")
+	// ErrLost is wrapped by a Registration's Err when renewals failed
+	// until its lifetime ran out: the PE is no longer in the name space.
+	ErrLost = errors.New("rspclient: registration lost")
+)
+
+// Registration is a registered PE. It renews itself at about a third of its
+// lifetime until Deregister, or until the name server refuses a renewal or
+// renewals fail for a whole lifetime; then Done is closed and Err says why.
+type Registration struct {
+	c        *Client
+	pool     string
+	id       string
+	lifetime time.Duration // as the name space keeps it
+
+	mu      sync.Mutex
+	body    events.Registration // template: seq and time set per send
+	expires time.Time           // when the last accepted registration runs out
+	dereg   bool
+	err     error
+
+	sendMu sync.Mutex // one event of this PE in flight, so seqs arrive in order
+
+	kick     chan struct{}
+	cancel   context.CancelFunc
+	loopDone chan struct{}
+	done     chan struct{}
+	doneOnce sync.Once
+}
+
+// Register registers pe in pool and returns once a name server accepted
+// it. A refusal is an error wrapping the *events.Error of the outcome; bad
+// input is an *events.FieldError naming the field. Transient failures are
+// retried (each time with a new seq) within the client's timeout.
+func (c *Client) Register(ctx context.Context, pool string, pe PE) (*Registration, error) {
+	body, err := c.registrationBody(pool, pe)
+	if err != nil {
+		return nil, fmt.Errorf("register: %w", err)
+	}
+	r := &Registration{
+		c: c, pool: pool, id: body.PEID, body: body, lifetime: body.Lifetime(),
+		kick: make(chan struct{}, 1), loopDone: make(chan struct{}), done: make(chan struct{}),
+	}
+	if err := r.sendWithin(ctx); err != nil {
+		return nil, fmt.Errorf("register %s/%s: %w", pool, r.id, err)
+	}
+	c.log.Debug("registered", "pool", pool, "pe_id", r.id, "lifetime", r.lifetime)
+	loopCtx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go r.run(loopCtx)
+	return r, nil
+}
+
+// registrationBody checks pe and turns it into a registration body (seq and
+// time still unset).
+func (c *Client) registrationBody(pool string, pe PE) (events.Registration, error) {
+	if err := events.CheckPool(pool); err != nil {
+		return events.Registration{}, err
+	}
+	if pe.ID == "" {
+		pe.ID = nuid.Next()
+	}
+	if pe.Lifetime < 0 {
+		return events.Registration{}, events.Errf("lifetime", "%s must be ≥ 0 (0 means the default %s)", pe.Lifetime, events.DefaultLifetime)
+	}
+	if pe.Policy.Name == "" {
+		pe.Policy.Name = policy.Default
+	}
+	body := events.Registration{
+		PEID:       pe.ID,
+		LifetimeMS: int64((pe.Lifetime + time.Millisecond - 1) / time.Millisecond),
+		Transports: slices.Clone(pe.Transports),
+		Policy:     pe.Policy,
+		Meta:       maps.Clone(pe.Meta),
+	}
+	probe := body
+	probe.Seq, probe.Time = 1, time.Now()
+	if err := probe.Validate(probe.Time, events.DefaultClockSkew); err != nil {
+		return events.Registration{}, err
+	}
+	return body, nil
+}
+
+// ID is the PE id.
+func (r *Registration) ID() string { return r.id }
+
+// Pool is the pool handle.
+func (r *Registration) Pool() string { return r.pool }
+
+// Done is closed when the registration ends: deregistered, refused or lost.
+func (r *Registration) Done() <-chan struct{} { return r.done }
+
+// Err says why Done was closed: ErrDeregistered, an error wrapping the
+// *events.Error of a refused renewal, or one wrapping ErrLost. It is nil
+// while the registration lives.
+func (r *Registration) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+func (r *Registration) finish(err error) {
+	r.doneOnce.Do(func() {
+		r.mu.Lock()
+		r.err = err
+		r.mu.Unlock()
+		close(r.done)
+	})
+}
+
+// UpdateLoad re-registers at once with a new load (a fraction in [0, 1]);
+// later renewals carry it too.
+func (r *Registration) UpdateLoad(ctx context.Context, load float64) error {
+	if load < 0 || load > 1 {
+		return fmt.Errorf("update load: %w", events.Errf("policy.load", "%g is not a fraction in [0, 1]", load))
+	}
+	select {
+	case <-r.done:
+		return fmt.Errorf("update load %s/%s: %w", r.pool, r.id, r.Err())
+	default:
+	}
+	r.mu.Lock()
+	r.body.Policy.Load = load
+	r.mu.Unlock()
+	if err := r.sendWithin(ctx); err != nil {
+		return fmt.Errorf("update load %s/%s: %w", r.pool, r.id, err)
+	}
+	select { // restart the renewal timer
+	case r.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Deregister stops renewing, sends the deregistration and waits for its
+// outcome. Done is closed afterwards, whatever the outcome.
+func (r *Registration) Deregister(ctx context.Context) error {
+	r.mu.Lock()
+	again := r.dereg
+	r.dereg = true
+	r.mu.Unlock()
+	if again {
+		return nil
+	}
+	r.cancel()
+	<-r.loopDone
+	defer r.finish(ErrDeregistered)
+	r.sendMu.Lock()
+	defer r.sendMu.Unlock()
+	if err := r.c.deregister(ctx, r.pool, r.id); err != nil {
+		return fmt.Errorf("deregister %s/%s: %w", r.pool, r.id, err)
+	}
+	r.c.log.Debug("deregistered", "pool", r.pool, "pe_id", r.id)
+	return nil
+}
+
+// Deregister deregisters a PE that this client's key registered earlier,
+// maybe from another process, and waits for the outcome.
+func (c *Client) Deregister(ctx context.Context, pool, peID string) error {
+	if err := events.CheckPool(pool); err != nil {
+		return fmt.Errorf("deregister: %w", err)
+	}
+	if err := events.CheckPEID(peID); err != nil {
+		return fmt.Errorf("deregister: %w", err)
+	}
+	if err := c.deregister(ctx, pool, peID); err != nil {
+		return fmt.Errorf("deregister %s/%s: %w", pool, peID, err)
+	}
+	return nil
+}
+
+func (c *Client) deregister(ctx context.Context, pool, peID string) error {
+	ctx, cancel := c.wait(ctx)
+	defer cancel()
+	return retry(ctx, newBackoff(c.timeout), c.log, "deregister", func(ctx context.Context) error {
+		body := events.Deregistration{PEID: peID, Seq: c.nextSeq(), Time: time.Now().UTC()}
+		if err := body.Validate(body.Time, events.DefaultClockSkew); err != nil {
+			return err
+		}
+		return c.sendEvent(ctx, events.KindDeregister, pool, peID, body.Seq, events.Marshal(body))
+	})
+}
+
+// sendWithin sends the registration, retrying transient failures within
+// the client's timeout.
+func (r *Registration) sendWithin(ctx context.Context) error {
+	ctx, cancel := r.c.wait(ctx)
+	defer cancel()
+	return retry(ctx, newBackoff(r.c.timeout), r.c.log, "register", r.send)
+}
+
+// send sends the registration once, with a new seq, and waits for its
+// outcome.
+func (r *Registration) send(ctx context.Context) error {
+	r.sendMu.Lock()
+	defer r.sendMu.Unlock()
+	r.mu.Lock()
+	body := r.body
+	r.mu.Unlock()
+	body.Seq = r.c.nextSeq()
+	body.Time = time.Now().UTC()
+	if err := body.Validate(body.Time, events.DefaultClockSkew); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := r.c.sendEvent(ctx, events.KindRegister, r.pool, r.id, body.Seq, events.Marshal(body)); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.expires = start.Add(r.lifetime)
+	r.mu.Unlock()
+	return nil
+}
+
+// renewInterval is how long after an accepted registration the next one is
+// sent: a third of the lifetime, so one lost renewal still leaves time.
+func (r *Registration) renewInterval() time.Duration { return r.lifetime / 3 }
+
+func (r *Registration) run(ctx context.Context) {
+	defer close(r.loopDone)
+	t := time.NewTimer(r.renewInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kick:
+			t.Reset(r.renewInterval())
+		case <-t.C:
+			err := r.renew(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				r.c.log.Warn("registration ended", "pool", r.pool, "pe_id", r.id, "err", err)
+				r.finish(err)
+				return
+			}
+			t.Reset(r.renewInterval())
+		}
+	}
+}
+
+// renew re-registers, retrying with backoff until the current registration
+// runs out.
+func (r *Registration) renew(ctx context.Context) error {
+	r.mu.Lock()
+	expires := r.expires
+	r.mu.Unlock()
+	remaining := time.Until(expires)
+	if remaining <= 0 {
+		return fmt.Errorf("renew %s/%s: %w: lifetime ran out", r.pool, r.id, ErrLost)
+	}
+	ctx, cancel := context.WithDeadline(ctx, expires)
+	defer cancel()
+	err := retry(ctx, newBackoff(remaining), r.c.log, "renew", func(ctx context.Context) error {
+		ctx, cancel := r.c.wait(ctx)
+		defer cancel()
+		return r.send(ctx)
+	})
+	switch {
+	case err == nil:
+		return nil
+	case isPermanent(err):
+		return fmt.Errorf("renew %s/%s: refused: %w", r.pool, r.id, err)
+	default:
+		return fmt.Errorf("renew %s/%s: %w: %v", r.pool, r.id, ErrLost, err)
+	}
+}
+
+// sendEvent publishes a signed register/deregister event through JetStream
+// and waits for the name server's outcome of this very seq. A refusal is
+// returned as the outcome's *events.Error.
+func (c *Client) sendEvent(ctx context.Context, kind events.Kind, pool, peID string, seq uint64, body []byte) error {
+	// Subscribe before publishing, or the outcome could pass unseen.
+	sub, err := c.nc.SubscribeSync(events.OutcomeSubject(c.scope, pool, peID))
+	if err != nil {
+		return fmt.Errorf("subscribe to outcomes: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	msg := nats.NewMsg(events.Subject(c.scope, kind, pool))
+	msg.Data = body
+	msg.Header.Set(events.HeaderMsgID, events.MsgID(peID, seq))
+	if err := events.SignEvent(msg, c.kp); err != nil {
+		return fmt.Errorf("sign: %w", err)
+	}
+	ack, err := c.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", msg.Subject, err)
+	}
+	if ack.Duplicate {
+		return fmt.Errorf("publish %s: event %s was taken as a duplicate", msg.Subject, events.MsgID(peID, seq))
+	}
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return fmt.Errorf("no outcome for %s seq %d: %w", kind, seq, err)
+		}
+		var o events.Outcome
+		if err := events.Decode(m.Data, &o); err != nil {
+			c.log.Warn("bad outcome", "subject", m.Subject, "err", err)
+			continue
+		}
+		if o.PEID != peID || o.Seq != seq {
+			continue
+		}
+		if o.Accepted {
+			return nil
+		}
+		if o.Error == nil {
+			return &events.Error{Code: events.CodeUnavailable, Message: "refused without a reason"}
+		}
+		return o.Error
+	}
+}

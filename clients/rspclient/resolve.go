@@ -1,0 +1,102 @@
+package rspclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"github.com/rserpool/rsp/events"
+)
+
+// Resolve asks the name servers for PEs of pool. The answer must be signed
+// over this request's subject and fresh nonce, or it is refused. An error
+// answer comes back as an error wrapping its *events.Error (code not_found
+// for an unknown pool, ...). Fields of req left zero take the server's
+// defaults.
+func (c *Client) Resolve(ctx context.Context, pool string, req events.ResolveRequest) (*events.ResolveAnswer, error) {
+	if err := events.CheckPool(pool); err != nil {
+		return nil, fmt.Errorf("resolve: %w", err)
+	}
+	check := req
+	if err := check.Validate(); err != nil { // Validate fills in max: check a copy
+		return nil, fmt.Errorf("resolve: %w", err)
+	}
+	subject := events.Subject(c.scope, events.KindResolve, pool)
+	nonce := nuid.Next()
+	msg := nats.NewMsg(subject)
+	msg.Header.Set(events.HeaderNonce, nonce)
+	if req.Max != 0 || len(req.Exclude) > 0 || req.Affinity != "" || len(req.Hint) > 0 {
+		msg.Data = events.Marshal(req)
+	}
+	ctx, cancel := c.wait(ctx)
+	defer cancel()
+	m, err := c.nc.RequestMsgWithContext(ctx, msg)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return nil, fmt.Errorf("resolve %s: no name server answers on %s: %w", pool, subject, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", pool, err)
+	}
+	ans, err := c.checkAnswer(m, subject, nonce)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", pool, err)
+	}
+	return ans, nil
+}
+
+// checkAnswer verifies an answer's signature over subject and nonce and
+// decodes it; an error answer is returned as its *events.Error.
+func (c *Client) checkAnswer(m *nats.Msg, subject, nonce string) (*events.ResolveAnswer, error) {
+	if got := m.Header.Get(events.HeaderNonce); got != "" && got != nonce {
+		return nil, fmt.Errorf("answer carries nonce %q, not the request's", got)
+	}
+	signer, err := events.VerifyAnswer(m, subject, nonce)
+	if err != nil {
+		return nil, fmt.Errorf("refusing unverified answer: %w", err)
+	}
+	// TODO(issue 3): the signature proves the answer is fresh and intact,
+	// not who made it; check signer against the name servers' keys (or the
+	// scope's account) once those are configurable.
+	_ = signer
+	var ans events.ResolveAnswer
+	if err := events.Decode(m.Data, &ans); err != nil {
+		return nil, fmt.Errorf("bad answer: %w", err)
+	}
+	if ans.Error != nil {
+		return nil, ans.Error
+	}
+	return &ans, nil
+}
+
+// ReportFailure reports that PE peID of pool failed, signed by this
+// client's key, and returns once the event is stored (PubAck).
+func (c *Client) ReportFailure(ctx context.Context, pool, peID, reason string) error {
+	if err := events.CheckPool(pool); err != nil {
+		return fmt.Errorf("report failure: %w", err)
+	}
+	body := events.FailureReport{PEID: peID, Time: time.Now().UTC(), Reason: reason}
+	if err := body.Validate(body.Time, events.DefaultClockSkew); err != nil {
+		return fmt.Errorf("report failure: %w", err)
+	}
+	msg := nats.NewMsg(events.Subject(c.scope, events.KindFailure, pool))
+	msg.Data = events.Marshal(body)
+	msg.Header.Set(events.HeaderMsgID, nuid.Next())
+	if err := events.SignEvent(msg, c.kp); err != nil {
+		return fmt.Errorf("report failure: sign: %w", err)
+	}
+	ctx, cancel := c.wait(ctx)
+	defer cancel()
+	// One Msg-Id for every attempt: a retry of a stored report is a duplicate.
+	err := retry(ctx, newBackoff(c.timeout), c.log, "report failure", func(ctx context.Context) error {
+		_, err := c.js.PublishMsg(ctx, msg)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("report failure %s/%s: %w", pool, peID, err)
+	}
+	return nil
+}

@@ -1,0 +1,210 @@
+// Command nameserver runs an rsp name server: by default on a NATS server
+// with JetStream embedded in the process, or, with --nats, as one more
+// stateless replica on existing NATS servers.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/rserpool/rsp/services/nameserver/embedded"
+	"github.com/rserpool/rsp/services/nameserver/server"
+)
+
+type options struct {
+	data      string
+	natsURLs  string
+	listen    string
+	scopes    []string
+	id        string
+	replicas  int
+	skew      time.Duration
+	logLevel  string
+	logFormat string
+}
+
+func main() {
+	if err := command().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "nameserver:", err)
+		os.Exit(1)
+	}
+}
+
+func command() *cobra.Command {
+	var o options
+	cmd := &cobra.Command{
+		Use:   "nameserver",
+		Short: "Run an rsp name server",
+		Long: `Run an rsp name server: it keeps the name space of its scopes in JetStream,
+applies the signed register/deregister events of pool elements, answers
+resolution requests and announces pool changes.
+
+With no flags it starts a NATS server with JetStream inside the process
+(listening on --listen, data under --data) and serves scope "default".
+With --nats it joins existing NATS servers instead; any number of name
+servers can run side by side there and share the work.
+
+Every flag can also be set by an environment variable: RSP_ and the flag
+name in upper case with "-" as "_" (RSP_DATA, RSP_NATS, RSP_SCOPE=a,b).`,
+		Example: `  nameserver                                  # embedded NATS on 127.0.0.1:4222
+  nameserver --listen 127.0.0.1:4333 --data /tmp/rsp
+  nameserver --nats nats://10.0.0.1:4222,nats://10.0.0.2:4222 --scope default --scope lab`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := fromEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return run(ctx, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.data, "data", ".rsp", "data directory of the embedded NATS server")
+	f.StringVar(&o.natsURLs, "nats", "", "join these NATS servers (comma-separated URLs) instead of embedding one")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:4222", "client HOST:PORT of the embedded NATS server")
+	f.StringSliceVar(&o.scopes, "scope", []string{"default"}, "scope to serve (repeatable)")
+	f.StringVar(&o.id, "id", "", "id of this replica (default: host name and a random suffix)")
+	f.IntVar(&o.replicas, "replicas", 1, "replicas of the stream and buckets this server creates")
+	f.DurationVar(&o.skew, "clock-skew", 30*time.Second, "allowed difference between an event's time and this server's clock")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	return cmd
+}
+
+// fromEnv sets each flag not given on the command line from RSP_<NAME>.
+func fromEnv(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(fl *pflag.Flag) {
+		env := "RSP_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok && !fl.Changed && err == nil {
+			if e := fs.Set(fl.Name, v); e != nil {
+				err = fmt.Errorf("%s: %w", env, e)
+			}
+		}
+	})
+	return err
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %q is not debug, info, warn or error", level)
+	}
+	ho := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, ho)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, ho)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is not text or json", format)
+}
+
+func run(ctx context.Context, o options) error {
+	log, err := newLogger(o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(log)
+	urls := o.natsURLs
+	var ns *natsserver.Server
+	if urls == "" {
+		ns, err = embedded.Start(embedded.Config{Listen: o.listen, DataDir: o.data, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		}()
+		urls = ns.ClientURL()
+		abs, _ := filepath.Abs(o.data)
+		log.Info("embedded NATS server with JetStream started", "url", urls, "data", abs)
+	}
+	nc, err := dial(ctx, urls, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	srv, err := server.Start(ctx, nc, server.Config{
+		Scopes: o.scopes, ID: o.id, Replicas: o.replicas, ClockSkew: o.skew, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf(`rsp name server %s serving scope(s) %s
+NATS client URL: %s
+Connect with:
+  rsp --nats %s pools
+  nats --server %s req rsp.%s.resolve.POOL ''
+Stop with Ctrl-C.
+`, srv.ID(), strings.Join(o.scopes, ", "), urls, urls, urls, o.scopes[0])
+	<-ctx.Done()
+	log.Info("shutting down")
+	srv.Stop()
+	if err := nc.Drain(); err != nil {
+		log.Warn("drain", "err", err)
+	}
+	return nil
+}
+
+// dial connects to NATS, retrying with backoff for up to a minute, and
+// reconnects for ever afterwards with backoff and jitter.
+func dial(ctx context.Context, urls string, log *slog.Logger) (*nats.Conn, error) {
+	reconnect := backoff.NewExponentialBackOff()
+	reconnect.InitialInterval = 100 * time.Millisecond
+	reconnect.MaxInterval = 5 * time.Second
+	reconnect.MaxElapsedTime = 0
+	opts := []nats.Option{
+		nats.Name("rsp-nameserver"),
+		nats.Timeout(5 * time.Second),
+		nats.MaxReconnects(-1),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			if attempts <= 1 {
+				reconnect.Reset()
+			}
+			return reconnect.NextBackOff()
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrl()) }),
+	}
+	b := backoff.NewExponentialBackOff()
+	b.MaxElapsedTime = time.Minute
+	var nc *nats.Conn
+	err := backoff.RetryNotify(func() error {
+		var err error
+		nc, err = nats.Connect(urls, opts...)
+		return err
+	}, backoff.WithContext(b, ctx), func(err error, next time.Duration) {
+		log.Warn("NATS not reachable yet", "urls", urls, "err", err, "retry_in", next)
+	})
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("connect to %s: %w", urls, err)
+	}
+	return nc, nil
+}
