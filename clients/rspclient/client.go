@@ -246,7 +246,11 @@ func createKey(path string) (nkeys.KeyPair, error) {
 		}
 		return parseKey(path, data)
 	} else if err != nil {
-		return nil, fmt.Errorf("key: save %s: %w", path, err)
+		// No hard links here (some file systems): rename, which is atomic
+		// too but does not stop at an existing file.
+		if err := os.Rename(tmp, path); err != nil {
+			return nil, fmt.Errorf("key: save %s: %w", path, err)
+		}
 	}
 	return kp, nil
 }

@@ -181,15 +181,21 @@ func (c *Client) Pools(ctx context.Context) ([]events.Record, error) {
 
 // merger joins a snapshot of a pool with the change stream that was
 // subscribed before the snapshot was read: it drops the changes the
-// snapshot already reflects and keeps the member set up to date.
+// snapshot already reflects, and stale ones, and keeps the member set up to
+// date.
 type merger struct {
 	scope   string
-	barrier uint64            // changes up to this revision predate the snapshot
-	members map[string]uint64 // PE id → revision of its last known state
+	barrier uint64             // changes up to this revision predate the snapshot
+	known   map[string]peState // PE id → its last known state
+}
+
+type peState struct {
+	rev    uint64 // revision of the last change applied
+	member bool   // false after a remove: a tombstone against stale adds
 }
 
 func newMerger(scope string, barrier uint64) *merger {
-	return &merger{scope: scope, barrier: barrier, members: map[string]uint64{}}
+	return &merger{scope: scope, barrier: barrier, known: map[string]peState{}}
 }
 
 // snapshot records the current members and returns them as "add" changes.
@@ -197,7 +203,9 @@ func (m *merger) snapshot(snap []snapEntry) []events.Change {
 	out := make([]events.Change, 0, len(snap))
 	for _, e := range snap {
 		el := e.rec.Element()
-		m.members[e.rec.PEID] = e.rev
+		m.known[e.rec.PEID] = peState{rev: e.rev, member: true}
+		// A change up to any revision the snapshot holds happened before
+		// the snapshot was read.
 		m.barrier = max(m.barrier, e.rev)
 		out = append(out, events.Change{
 			Scope: m.scope, Pool: e.rec.Pool, Revision: e.rev, Op: events.OpAdd, PEID: e.rec.PEID,
@@ -209,21 +217,21 @@ func (m *merger) snapshot(snap []snapEntry) []events.Change {
 
 // apply says whether ch is news, and tracks the member set.
 func (m *merger) apply(ch events.Change) (events.Change, bool) {
-	if ch.Revision != 0 && ch.Revision <= m.barrier {
+	if ch.Revision <= m.barrier {
 		return ch, false
 	}
-	rev, member := m.members[ch.PEID]
-	if member && rev >= ch.Revision {
+	st, seen := m.known[ch.PEID]
+	if seen && st.rev >= ch.Revision {
 		return ch, false
 	}
 	switch ch.Op {
 	case events.OpRemove:
-		if !member {
+		m.known[ch.PEID] = peState{rev: ch.Revision}
+		if !st.member {
 			return ch, false
 		}
-		delete(m.members, ch.PEID)
 	case events.OpAdd, events.OpUpdate:
-		m.members[ch.PEID] = ch.Revision
+		m.known[ch.PEID] = peState{rev: ch.Revision, member: true}
 	default:
 		return ch, false
 	}

@@ -43,17 +43,18 @@ func badRequest(err error) *rejection { return reject(events.CodeBadRequest, "%v
 
 func (r *rejection) Error() string { return r.e.Error() }
 
-// handle processes one event message. A returned error is a fault of the
+// handle processes one event message; redelivered says the stream gave it
+// out before (an earlier attempt may have applied it already). A returned error is a fault of the
 // infrastructure (the store was unavailable): the event is left for
 // redelivery. Refusals are not errors: they are outcomes.
-func (g *registrar) handle(ctx context.Context, msg *nats.Msg) error {
+func (g *registrar) handle(ctx context.Context, msg *nats.Msg, redelivered bool) error {
 	_, kind, poolName, err := events.ParseSubject(msg.Subject)
 	peID, seq := peIDAndSeq(msg.Data)
 	var change *events.Change
 	if err == nil {
 		switch kind {
 		case events.KindRegister:
-			change, err = g.register(ctx, msg, poolName)
+			change, err = g.register(ctx, msg, poolName, redelivered)
 		case events.KindDeregister:
 			change, err = g.deregister(ctx, msg, poolName)
 		case events.KindFailure:
@@ -64,6 +65,9 @@ func (g *registrar) handle(ctx context.Context, msg *nats.Msg) error {
 		}
 	} else {
 		err = badRequest(err)
+		if parts := strings.Split(msg.Subject, "."); len(parts) == 4 {
+			poolName = parts[3] // still the token the publisher listens under
+		}
 	}
 	out := events.Outcome{PEID: peID, Seq: seq, Accepted: err == nil}
 	if err != nil {
@@ -142,7 +146,7 @@ func (g *registrar) current(ctx context.Context, key string) (*events.Record, ui
 	return &rec, e.Revision(), nil
 }
 
-func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string) (*events.Change, error) {
+func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string, redelivered bool) (*events.Change, error) {
 	var reg events.Registration
 	signer, err := g.verify(msg, &reg)
 	if err != nil {
@@ -177,9 +181,9 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 			return nil, reject(events.CodeForbidden, "pe_id %s in pool %s belongs to another signer", reg.PEID, poolName)
 		}
 		switch {
-		case reg.Seq == old.LastSeq:
-			return nil, nil // a redelivered event that was applied already
-		case reg.Seq < old.LastSeq:
+		case reg.Seq == old.LastSeq && redelivered:
+			return nil, nil // applied by an earlier delivery whose ack was lost
+		case reg.Seq <= old.LastSeq:
 			return nil, reject(events.CodeStale, "seq %d is not above the last applied seq %d of pe_id %s", reg.Seq, old.LastSeq, reg.PEID)
 		}
 		rec.RegisteredAt = old.RegisteredAt

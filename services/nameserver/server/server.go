@@ -157,7 +157,11 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 			return fmt.Errorf("scope %s: events consumer: %w", scope, err)
 		}
 		if err := n.consume(runCtx, cons, log, func(ctx context.Context, m jetstream.Msg) error {
-			return reg.handle(ctx, &nats.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()})
+			meta, err := m.Metadata()
+			if err != nil {
+				return err
+			}
+			return reg.handle(ctx, &nats.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()}, meta.NumDelivered > 1)
 		}); err != nil {
 			return err
 		}

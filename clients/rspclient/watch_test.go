@@ -1,0 +1,203 @@
+package rspclient
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/rserpool/rsp/events"
+)
+
+func rec(pool, id string) events.Record {
+	return events.Record{PEID: id, Pool: pool, Transports: []events.Transport{{Proto: "tcp", Addr: "127.0.0.1:1"}}, Policy: events.PolicyParams{Name: "round_robin"}}
+}
+
+func change(op, id string, rev uint64) events.Change {
+	reason := map[string]string{events.OpAdd: events.ReasonRegistered, events.OpUpdate: events.ReasonUpdated, events.OpRemove: events.ReasonDeregistered}[op]
+	return events.Change{Scope: "default", Pool: "echo", Revision: rev, Op: op, PEID: id, Reason: reason}
+}
+
+func TestMergerSnapshot(t *testing.T) {
+	m := newMerger("s1", 0)
+	got := m.snapshot([]snapEntry{{rec("echo", "a"), 5}, {rec("echo", "b"), 9}})
+	if len(got) != 2 {
+		t.Fatalf("snapshot gave %d changes, want 2", len(got))
+	}
+	for i, want := range []struct {
+		id  string
+		rev uint64
+	}{{"a", 5}, {"b", 9}} {
+		c := got[i]
+		if c.Op != events.OpAdd || c.Reason != events.ReasonRegistered || c.PEID != want.id ||
+			c.Revision != want.rev || c.Scope != "s1" || c.Pool != "echo" || c.Element == nil || c.Element.PEID != want.id {
+			t.Errorf("snapshot change %d = %+v", i, c)
+		}
+	}
+}
+
+func TestMergerApply(t *testing.T) {
+	type step struct {
+		ch   events.Change
+		keep bool
+	}
+	for _, tc := range []struct {
+		name    string
+		barrier uint64 // stream's last revision before the snapshot
+		snap    []snapEntry
+		steps   []step
+	}{
+		{
+			name: "changes reflected by the snapshot are dropped",
+			snap: []snapEntry{{rec("echo", "a"), 10}, {rec("echo", "b"), 12}},
+			steps: []step{
+				{change(events.OpAdd, "a", 10), false},    // a's own add
+				{change(events.OpUpdate, "b", 11), false}, // older than b's state
+				{change(events.OpUpdate, "b", 12), false},
+				{change(events.OpUpdate, "a", 13), true}, // news
+				{change(events.OpUpdate, "a", 13), false},
+				{change(events.OpRemove, "b", 14), true},
+				{change(events.OpRemove, "b", 15), false}, // no longer a member
+				{change(events.OpAdd, "b", 16), true},     // back again
+			},
+		},
+		{
+			name:    "a PE that came and went before the snapshot stays unseen",
+			barrier: 20,
+			snap:    []snapEntry{{rec("echo", "a"), 3}},
+			steps: []step{
+				{change(events.OpAdd, "x", 15), false},    // before the barrier
+				{change(events.OpRemove, "x", 18), false}, // not a member
+				{change(events.OpRemove, "a", 19), false}, // before the barrier: the snapshot has the later state
+				{change(events.OpAdd, "y", 21), true},
+				{change(events.OpRemove, "y", 22), true},
+			},
+		},
+		{
+			name: "remove of a PE not in the set is dropped, removes after adds kept",
+			snap: nil,
+			steps: []step{
+				{change(events.OpRemove, "gone", 4), false},
+				{change(events.OpAdd, "n", 5), true},
+				{change(events.OpUpdate, "n", 6), true},
+				{change(events.OpRemove, "n", 7), true},
+				{change(events.OpUpdate, "n", 7), false}, // stale
+			},
+		},
+		{
+			name: "snapshot revisions raise the barrier",
+			snap: []snapEntry{{rec("echo", "a"), 30}},
+			steps: []step{
+				{change(events.OpAdd, "z", 25), false}, // z was added and removed before rev 30
+				{change(events.OpRemove, "z", 27), false},
+				{change(events.OpUpdate, "a", 31), true},
+			},
+		},
+		{
+			name: "unknown op is dropped",
+			snap: []snapEntry{{rec("echo", "a"), 1}},
+			steps: []step{
+				{events.Change{Pool: "echo", Revision: 2, Op: "explode", PEID: "a"}, false},
+				{change(events.OpRemove, "a", 3), true},
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMerger("default", tc.barrier)
+			m.snapshot(tc.snap)
+			for i, s := range tc.steps {
+				got, keep := m.apply(s.ch)
+				if keep != s.keep {
+					t.Errorf("step %d %s %s@%d: keep = %v, want %v", i, s.ch.Op, s.ch.PEID, s.ch.Revision, keep, s.keep)
+				}
+				if keep && got.Revision != s.ch.Revision {
+					t.Errorf("step %d changed the change: %+v", i, got)
+				}
+			}
+		})
+	}
+}
+
+// TestMergerConverges checks the set a watcher builds against the real
+// final membership for every point at which the snapshot may be taken.
+func TestMergerConverges(t *testing.T) {
+	history := []events.Change{
+		change(events.OpAdd, "a", 1), change(events.OpAdd, "b", 2), change(events.OpUpdate, "a", 3),
+		change(events.OpRemove, "b", 4), change(events.OpAdd, "c", 5), change(events.OpAdd, "b", 6),
+		change(events.OpRemove, "a", 7), change(events.OpUpdate, "c", 8), change(events.OpRemove, "c", 9),
+		change(events.OpAdd, "a", 10),
+	}
+	final := map[string]bool{"a": true, "b": true}
+	// Snapshot taken after the first k changes; the subscription started at
+	// s ≤ k, so changes s.. are buffered (some of them already reflected).
+	for k := 0; k <= len(history); k++ {
+		for s := 0; s <= k; s++ {
+			state := map[string]uint64{}
+			for _, c := range history[:k] {
+				if c.Op == events.OpRemove {
+					delete(state, c.PEID)
+				} else {
+					state[c.PEID] = c.Revision
+				}
+			}
+			var snap []snapEntry
+			for id, rev := range state {
+				snap = append(snap, snapEntry{rec("echo", id), rev})
+			}
+			m := newMerger("default", 0)
+			set := map[string]bool{}
+			for _, c := range m.snapshot(snap) {
+				set[c.PEID] = true
+			}
+			for _, c := range history[s:] {
+				c, keep := m.apply(c)
+				if !keep {
+					continue
+				}
+				if c.Op == events.OpRemove {
+					if !set[c.PEID] {
+						t.Fatalf("k=%d s=%d: remove of non-member %s", k, s, c.PEID)
+					}
+					delete(set, c.PEID)
+				} else {
+					set[c.PEID] = true
+				}
+			}
+			if fmt.Sprint(set) != fmt.Sprint(final) {
+				t.Errorf("k=%d s=%d: watcher ends with %v, want %v", k, s, set, final)
+			}
+		}
+	}
+}
+
+func TestQueue(t *testing.T) {
+	q := newQueue()
+	for i := range 100 {
+		q.push(events.Change{Revision: uint64(i)})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range 100 {
+		c, ok := q.pop(ctx)
+		if !ok || c.Revision != uint64(i) {
+			t.Fatalf("pop %d = %v %v", i, c.Revision, ok)
+		}
+	}
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		q.push(events.Change{Revision: 7})
+	}()
+	if c, ok := q.pop(ctx); !ok || c.Revision != 7 {
+		t.Fatalf("waiting pop = %v %v", c.Revision, ok)
+	}
+	q.close()
+	if _, ok := q.pop(ctx); ok {
+		t.Fatal("pop on a closed, empty queue succeeded")
+	}
+	q2 := newQueue()
+	cctx, ccancel := context.WithCancel(context.Background())
+	ccancel()
+	if _, ok := q2.pop(cctx); ok {
+		t.Fatal("pop after ctx end succeeded")
+	}
+}
