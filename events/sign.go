@@ -37,6 +37,9 @@ func signed(parts ...[]byte) []byte {
 }
 
 func sign(kp nkeys.KeyPair, h nats.Header, data []byte) error {
+	if h == nil {
+		return errors.New("sign: nil header")
+	}
 	pub, err := kp.PublicKey()
 	if err != nil {
 		return err

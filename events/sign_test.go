@@ -212,7 +212,6 @@ func TestSignVerifyAnswer(t *testing.T) {
 }
 
 func TestSignAnswerNilHeader(t *testing.T) {
-	t.Skip("known bug in sign.go: SignAnswer panics on a nil header (SignEvent allocates one); remove this skip when fixed")
 	kp, _ := newUser(t)
 	defer func() {
 		if r := recover(); r != nil {

@@ -72,11 +72,20 @@ func ParseSubject(subject string) (scope string, kind Kind, pool string, err err
 		return "", "", "", err
 	}
 	want := 4
-	if kind == KindOutcome {
+	switch kind {
+	case KindRegister, KindDeregister, KindFailure, KindResolve, KindChanges:
+	case KindOutcome:
 		want = 5
+	default:
+		return "", "", "", Errf("subject", "%q: kind %q is not one of register, deregister, failure, outcome, resolve, changes", subject, kind)
 	}
 	if len(parts) != want {
 		return "", "", "", Errf("subject", "%q has %d tokens, want %d", subject, len(parts), want)
+	}
+	if kind == KindOutcome {
+		if err := CheckPEID(parts[4]); err != nil {
+			return "", "", "", err
+		}
 	}
 	return scope, kind, pool, nil
 }

@@ -14,6 +14,7 @@ const (
 	DefaultMax       = 3
 	MaxMax           = 128
 	MaxTransports    = 16
+	MaxLifetime      = 24 * time.Hour
 )
 
 // Decode unmarshals a JSON body into v; a type error names its field.
@@ -27,13 +28,31 @@ func Decode(body []byte, v any) error {
 		if errors.As(err, &se) {
 			return Errf("body", "is not valid JSON: %v", err)
 		}
-		var tpe *time.ParseError
-		if errors.As(err, &tpe) {
-			return Errf("time", "must be an RFC 3339 time: %v", err)
+		if field := badTimeField(body); field != "" {
+			return Errf(field, "must be an RFC 3339 time string: %v", err)
 		}
 		return Errf("body", "%v", err)
 	}
 	return nil
+}
+
+// timeFields are the time-valued fields of the wire messages.
+var timeFields = []string{"time", "registered_at", "updated_at"}
+
+// badTimeField finds the time field that does not decode, since the json
+// package does not name it.
+func badTimeField(body []byte) string {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(body, &obj) != nil {
+		return ""
+	}
+	for _, f := range timeFields {
+		var t time.Time
+		if raw, ok := obj[f]; ok && json.Unmarshal(raw, &t) != nil {
+			return f
+		}
+	}
+	return ""
 }
 
 func checkSeqTime(seq uint64, t, now time.Time, skew time.Duration) error {
@@ -57,7 +76,7 @@ func (r *Registration) Lifetime() time.Duration {
 	if r.LifetimeMS == 0 {
 		return DefaultLifetime
 	}
-	s := (r.LifetimeMS + 999) / 1000
+	s := (min(r.LifetimeMS, MaxLifetime.Milliseconds()) + 999) / 1000
 	return time.Duration(max(s, 1)) * time.Second
 }
 
@@ -70,8 +89,8 @@ func (r *Registration) Validate(now time.Time, skew time.Duration) error {
 	if err := checkSeqTime(r.Seq, r.Time, now, skew); err != nil {
 		return err
 	}
-	if r.LifetimeMS < 0 {
-		return Errf("lifetime_ms", "must be ≥ 0 (0 means the default)")
+	if r.LifetimeMS < 0 || r.LifetimeMS > MaxLifetime.Milliseconds() {
+		return Errf("lifetime_ms", "must be in 0..%d (0 means the default)", MaxLifetime.Milliseconds())
 	}
 	if len(r.Transports) == 0 || len(r.Transports) > MaxTransports {
 		return Errf("transports", "must list 1 to %d transports", MaxTransports)
@@ -121,7 +140,7 @@ func (p PolicyParams) validate() error {
 		name string
 		v    float64
 	}{{"policy.load", p.Load}, {"policy.degradation", p.Degradation}, {"policy.load_increment", p.LoadIncrement}} {
-		if f.v < 0 || f.v > 1 {
+		if !(f.v >= 0 && f.v <= 1) { // also refuses NaN
 			return Errf(f.name, "%g is not a fraction in [0, 1]", f.v)
 		}
 	}

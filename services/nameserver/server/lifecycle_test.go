@@ -1,0 +1,198 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/nameserver/server"
+)
+
+func TestRoundRobinOrder(t *testing.T) {
+	s := startNATS(t)
+	startNameServer(t, s, server.Config{})
+	nc := connect(t, s)
+	pe := newSigner(t, nc)
+	for _, id := range []string{"c", "a", "b"} {
+		if out := pe.register("rr", registration(id, 1)); !out.Accepted {
+			t.Fatal(out.Error)
+		}
+	}
+	want := [][]string{{"a", "b", "c"}, {"b", "c", "a"}, {"c", "a", "b"}, {"a", "b", "c"}}
+	for i, w := range want {
+		if got := ids(resolve(t, nc, "rr", events.ResolveRequest{}).Elements); !slices.Equal(got, w) {
+			t.Fatalf("answer %d: got %v, want %v", i, got, w)
+		}
+	}
+	// max, exclude and affinity.
+	if got := ids(resolve(t, nc, "rr", events.ResolveRequest{Max: 1}).Elements); len(got) != 1 {
+		t.Fatalf("max 1: %v", got)
+	}
+	for range 3 {
+		got := ids(resolve(t, nc, "rr", events.ResolveRequest{Exclude: []string{"b"}}).Elements)
+		if len(got) != 2 || slices.Contains(got, "b") {
+			t.Fatalf("exclude b: %v", got)
+		}
+		got = ids(resolve(t, nc, "rr", events.ResolveRequest{Affinity: "c", Max: 2}).Elements)
+		if len(got) != 2 || got[0] != "c" || got[1] == "c" {
+			t.Fatalf("affinity c: %v", got)
+		}
+	}
+	if a := resolve(t, nc, "rr", events.ResolveRequest{Exclude: []string{"a", "b", "c"}}); a.Error == nil || a.Error.Code != events.CodeNotFound {
+		t.Fatalf("all excluded: %+v", a)
+	}
+	// Bad requests name the field.
+	for body, field := range map[string]string{`{"max":500}`: "max", `{"max":"x"}`: "max", `{"exclude":["a b"]}`: "exclude[0]", `{`: "body"} {
+		m, err := nc.Request("rsp.default.resolve.rr", []byte(body), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := decode[events.ResolveAnswer](t, m.Data)
+		if a.Error == nil || a.Error.Code != events.CodeBadRequest || !contains(a.Error.Message, field) {
+			t.Fatalf("request %s: want bad_request naming %s, got %s", body, field, m.Data)
+		}
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestExpiry(t *testing.T) {
+	s := startNATS(t)
+	ns := startNameServer(t, s, server.Config{})
+	nc := connect(t, s)
+	pe := newSigner(t, nc)
+	changes := mustSub(t, nc, "rsp.default.changes.short")
+
+	reg := registration("brief", 1)
+	reg.LifetimeMS = 1000
+	if out := pe.register("short", reg); !out.Accepted {
+		t.Fatal(out.Error)
+	}
+	if c := decode[events.Change](t, nextMsg(t, changes, 5*time.Second).Data); c.Op != events.OpAdd {
+		t.Fatalf("first change %+v", c)
+	}
+	start := time.Now()
+	c := decode[events.Change](t, nextMsg(t, changes, 5*time.Second).Data)
+	if c.Op != events.OpRemove || c.Reason != events.ReasonExpired || c.PEID != "brief" || c.Element == nil {
+		t.Fatalf("expiry change %+v", c)
+	}
+	t.Logf("expired %s after the add was seen (lifetime 1 s)", time.Since(start))
+	if a := resolve(t, nc, "short", events.ResolveRequest{}); a.Error == nil || a.Error.Code != events.CodeNotFound {
+		t.Fatalf("expired PE still resolves: %+v", a)
+	}
+
+	// With no name server running, the store still expires the PE, and the
+	// next name server to start announces it.
+	reg = registration("orphan", 2)
+	reg.LifetimeMS = 1000
+	if out := pe.register("short", reg); !out.Accepted {
+		t.Fatal(out.Error)
+	}
+	nextMsg(t, changes, 5*time.Second) // add
+	ns.Stop()
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(context.Background(), "rsp_default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := kv.Get(context.Background(), "short.orphan")
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("key not expired without a name server: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	startNameServer(t, s, server.Config{})
+	c = decode[events.Change](t, nextMsg(t, changes, 5*time.Second).Data)
+	if c.Op != events.OpRemove || c.Reason != events.ReasonExpired || c.PEID != "orphan" {
+		t.Fatalf("late expiry change %+v", c)
+	}
+}
+
+// TestReplicasShareWork runs two replicas on one server, stops one while
+// events stream in, and checks that every accepted event is applied.
+func TestReplicasShareWork(t *testing.T) {
+	s := startNATS(t)
+	a := startNameServer(t, s, server.Config{ID: "ns-a", AckWait: time.Second})
+	b := startNameServer(t, s, server.Config{ID: "ns-b", AckWait: time.Second})
+	nc := connect(t, s)
+	pe := newSigner(t, nc)
+	outcomes := mustSub(t, nc, "rsp.default.outcome.load.*")
+	_ = outcomes.SetPendingLimits(-1, -1)
+
+	const n = 300
+	js, _ := jetstream.New(nc)
+	acks := make([]jetstream.PubAckFuture, 0, n)
+	for i := range n {
+		reg := registration(fmt.Sprintf("pe-%03d", i), 1)
+		m := nats.NewMsg("rsp.default.register.load")
+		m.Data = events.Marshal(reg)
+		if err := events.SignEvent(m, pe.kp); err != nil {
+			t.Fatal(err)
+		}
+		m.Header.Set(events.HeaderMsgID, events.MsgID(reg.PEID, reg.Seq))
+		f, err := js.PublishMsgAsync(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acks = append(acks, f)
+		if i == n/3 {
+			a.Stop() // mid-stream: its unacknowledged events go to ns-b
+		}
+	}
+	for _, f := range acks {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.Fatalf("publish not stored: %v", err)
+		case <-time.After(5 * time.Second):
+			t.Fatal("no PubAck within 5s")
+		}
+	}
+	homes := map[string]int{}
+	accepted := map[string]bool{}
+	for len(accepted) < n {
+		o := decode[events.Outcome](t, nextMsg(t, outcomes, 10*time.Second).Data)
+		if !o.Accepted {
+			t.Fatalf("refused: %+v", o.Error)
+		}
+		accepted[o.PEID] = true
+	}
+	kv, _ := js.KeyValue(context.Background(), "rsp_default")
+	keys, err := kv.ListKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := 0
+	for k := range keys.Keys() {
+		e, err := kv.Get(context.Background(), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		homes[decode[events.Record](t, e.Value()).Home]++
+		count++
+	}
+	if count != n {
+		t.Fatalf("%d PEs in the name space, want %d", count, n)
+	}
+	if homes["ns-a"] == 0 || homes["ns-b"] == 0 {
+		t.Fatalf("work not shared: %v", homes)
+	}
+	t.Logf("records by home name server: %v", homes)
+	if got := resolve(t, nc, "load", events.ResolveRequest{Max: 128}); len(got.Elements) != 128 {
+		t.Fatalf("resolution by the surviving replica: %d elements", len(got.Elements))
+	}
+	_ = b
+}
