@@ -1,6 +1,7 @@
 package events
 
 import (
+	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -36,7 +37,45 @@ func signed(parts ...[]byte) []byte {
 	return b
 }
 
-func sign(kp nkeys.KeyPair, h nats.Header, data []byte) error {
+// KeySigner signs with an nkey: an nkeys.KeyPair, or a Signer, which
+// is the same key made ready once for many signatures.
+type KeySigner interface {
+	PublicKey() (string, error)
+	Sign(data []byte) ([]byte, error)
+}
+
+// Signer is a user nkey prepared for signing many messages: nkeys
+// re-derives the Ed25519 key from the seed at every call, which costs more
+// than the signature itself. Signatures are the same as the KeyPair's.
+type Signer struct {
+	pub  string
+	priv ed25519.PrivateKey
+}
+
+// NewSigner prepares kp for repeated signing.
+func NewSigner(kp nkeys.KeyPair) (*Signer, error) {
+	seed, err := kp.Seed()
+	if err != nil {
+		return nil, err
+	}
+	_, raw, err := nkeys.DecodeSeed(seed)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	return &Signer{pub: pub, priv: ed25519.NewKeyFromSeed(raw)}, nil
+}
+
+// PublicKey is the public nkey (U...).
+func (s *Signer) PublicKey() (string, error) { return s.pub, nil }
+
+// Sign signs data with Ed25519.
+func (s *Signer) Sign(data []byte) ([]byte, error) { return ed25519.Sign(s.priv, data), nil }
+
+func sign(kp KeySigner, h nats.Header, data []byte) error {
 	if h == nil {
 		return errors.New("sign: nil header")
 	}
@@ -77,7 +116,7 @@ func verify(h nats.Header, data []byte) (string, error) {
 
 // SignEvent sets Rsp-Signer and Rsp-Signature on msg: an Ed25519 signature
 // by kp over "<subject>\n<body>".
-func SignEvent(msg *nats.Msg, kp nkeys.KeyPair) error {
+func SignEvent(msg *nats.Msg, kp KeySigner) error {
 	if msg.Header == nil {
 		msg.Header = nats.Header{}
 	}
@@ -91,7 +130,7 @@ func VerifyEvent(msg *nats.Msg) (string, error) {
 
 // SignAnswer signs a resolution answer over
 // "<request subject>\n<Rsp-Nonce>\n<body>" and sets the headers on h.
-func SignAnswer(h nats.Header, kp nkeys.KeyPair, subject, nonce string, body []byte) error {
+func SignAnswer(h nats.Header, kp KeySigner, subject, nonce string, body []byte) error {
 	return sign(kp, h, signed([]byte(subject), []byte(nonce), body))
 }
 

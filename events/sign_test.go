@@ -222,3 +222,21 @@ func TestSignAnswerNilHeader(t *testing.T) {
 		t.Fatal("SignAnswer into a nil header neither panicked nor failed")
 	}
 }
+
+func TestSignerMatchesKeyPair(t *testing.T) {
+	kp, _ := nkeys.CreateUser()
+	s, err := NewSigner(kp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := nats.NewMsg("rsp.default.register.p"), nats.NewMsg("rsp.default.register.p")
+	a.Data, b.Data = []byte(`{"x":1}`), []byte(`{"x":1}`)
+	_ = SignEvent(a, kp)
+	_ = SignEvent(b, s)
+	if a.Header.Get(HeaderSignature) != b.Header.Get(HeaderSignature) || a.Header.Get(HeaderSigner) != b.Header.Get(HeaderSigner) {
+		t.Fatal("Signer and KeyPair sign differently")
+	}
+	if _, err := VerifyEvent(b); err != nil {
+		t.Fatal(err)
+	}
+}

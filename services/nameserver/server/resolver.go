@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 
 	"github.com/rserpool/rsp/events"
 )
@@ -13,7 +12,7 @@ import (
 // resolver answers resolution requests of one scope from its view.
 type resolver struct {
 	view *view
-	key  nkeys.KeyPair
+	key  *events.Signer
 	log  *slog.Logger
 }
 

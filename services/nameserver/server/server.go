@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -122,6 +123,10 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*NameServer, error) 
 
 func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstream.JetStream) error {
 	cfg := n.cfg
+	signer, err := events.NewSigner(cfg.Key)
+	if err != nil {
+		return fmt.Errorf("answer key: %w", err)
+	}
 	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: events.StreamName, Subjects: events.EventSubjects(), Storage: jetstream.FileStorage,
 		Replicas: cfg.Replicas, Duplicates: duplicatesWindow, MaxAge: eventsRetention,
@@ -166,13 +171,17 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 			return err
 		}
 
-		res := &resolver{view: v, key: cfg.Key, log: log}
-		sub, err := nc.QueueSubscribe(events.Subject(scope, events.KindResolve, "*"), events.QueueGroup, res.handle)
-		if err != nil {
-			return fmt.Errorf("scope %s: resolve subscription: %w", scope, err)
+		res := &resolver{view: v, key: signer, log: log}
+		// nats.go runs each subscription's handler on its own goroutine:
+		// one subscription per core lets answers be signed in parallel.
+		for range runtime.GOMAXPROCS(0) {
+			sub, err := nc.QueueSubscribe(events.Subject(scope, events.KindResolve, "*"), events.QueueGroup, res.handle)
+			if err != nil {
+				return fmt.Errorf("scope %s: resolve subscription: %w", scope, err)
+			}
+			_ = sub.SetPendingLimits(1<<20, 256<<20)
+			n.subs = append(n.subs, sub)
 		}
-		_ = sub.SetPendingLimits(1<<20, 256<<20)
-		n.subs = append(n.subs, sub)
 
 		x := &expiry{scope: scope, bucket: kv.Bucket(), nc: nc, view: v, log: log}
 		xcons, err := js.CreateOrUpdateConsumer(ctx, "KV_"+kv.Bucket(), jetstream.ConsumerConfig{
