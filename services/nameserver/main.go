@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/nameserver/embedded"
 	"github.com/rserpool/rsp/services/nameserver/server"
 )
@@ -123,6 +124,11 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	slog.SetDefault(log)
+	for _, sc := range o.scopes {
+		if err := events.CheckScope(sc); err != nil {
+			return fmt.Errorf("--scope: %w", err)
+		}
+	}
 	urls := o.natsURLs
 	var ns *natsserver.Server
 	if urls == "" {
