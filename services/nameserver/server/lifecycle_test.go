@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/nameserver/nstest"
 	"github.com/rserpool/rsp/services/nameserver/server"
 )
 
@@ -121,11 +122,17 @@ func TestExpiry(t *testing.T) {
 	}
 }
 
-// TestReplicasShareWork runs two replicas on one server, stops one while
+// TestReplicasShareWork runs two replicas on one server, cuts one off while
 // events stream in, and checks that every accepted event is applied.
 func TestReplicasShareWork(t *testing.T) {
 	s := startNATS(t)
-	a := startNameServer(t, s, server.Config{ID: "ns-a", AckWait: time.Second})
+	// ns-a gets a connection of its own so the test can cut it like a crash.
+	ncA := connect(t, s)
+	a, err := server.Start(context.Background(), ncA, server.Config{ID: "ns-a", AckWait: time.Second, Logger: nstest.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Stop)
 	b := startNameServer(t, s, server.Config{ID: "ns-b", AckWait: time.Second})
 	nc := connect(t, s)
 	pe := newSigner(t, nc)
@@ -134,8 +141,7 @@ func TestReplicasShareWork(t *testing.T) {
 
 	const n = 300
 	js, _ := jetstream.New(nc)
-	acks := make([]jetstream.PubAckFuture, 0, n)
-	for i := range n {
+	publish := func(i int) jetstream.PubAckFuture {
 		reg := registration(fmt.Sprintf("pe-%03d", i), 1)
 		m := nats.NewMsg("rsp.default.register.load")
 		m.Data = events.Marshal(reg)
@@ -147,9 +153,31 @@ func TestReplicasShareWork(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		acks = append(acks, f)
-		if i == n/3 {
-			a.Stop() // mid-stream: its unacknowledged events go to ns-b
+		return f
+	}
+	accepted := map[string]bool{}
+	awaitOutcomes := func(count int) {
+		for len(accepted) < count {
+			o := decode[events.Outcome](t, nextMsg(t, outcomes, 10*time.Second).Data)
+			if !o.Accepted {
+				t.Fatalf("refused: %+v", o.Error)
+			}
+			accepted[o.PEID] = true
+		}
+	}
+	// Phase 1: both replicas take events.
+	for i := range n / 2 {
+		publish(i)
+	}
+	awaitOutcomes(n / 2)
+	// Phase 2: one replica stops while events stream in.
+	acks := make([]jetstream.PubAckFuture, 0, n)
+	for i := n / 2; i < n; i++ {
+		acks = append(acks, publish(i))
+		if i == n/2+n/6 {
+			// A crash: the connection goes without acks for the events
+			// ns-a holds; after AckWait they go to ns-b.
+			ncA.Close()
 		}
 	}
 	for _, f := range acks {
@@ -161,15 +189,8 @@ func TestReplicasShareWork(t *testing.T) {
 			t.Fatal("no PubAck within 5s")
 		}
 	}
+	awaitOutcomes(n)
 	homes := map[string]int{}
-	accepted := map[string]bool{}
-	for len(accepted) < n {
-		o := decode[events.Outcome](t, nextMsg(t, outcomes, 10*time.Second).Data)
-		if !o.Accepted {
-			t.Fatalf("refused: %+v", o.Error)
-		}
-		accepted[o.PEID] = true
-	}
 	kv, _ := js.KeyValue(context.Background(), "rsp_default")
 	keys, err := kv.ListKeys(context.Background())
 	if err != nil {

@@ -182,7 +182,14 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 		}
 		switch {
 		case reg.Seq == old.LastSeq && redelivered:
-			return nil, nil // applied by an earlier delivery whose ack was lost
+			// Applied by an earlier delivery whose ack was lost; its change
+			// may have been lost too, so announce the state again (watchers
+			// drop a change whose revision they have seen).
+			op, reason := events.OpUpdate, events.ReasonUpdated
+			if old.RegisteredAt.Equal(old.UpdatedAt) {
+				op, reason = events.OpAdd, events.ReasonRegistered
+			}
+			return g.change(rev, op, reason, old), nil
 		case reg.Seq <= old.LastSeq:
 			return nil, reject(events.CodeStale, "seq %d is not above the last applied seq %d of pe_id %s", reg.Seq, old.LastSeq, reg.PEID)
 		}

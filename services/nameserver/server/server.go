@@ -211,7 +211,11 @@ func (n *NameServer) consume(ctx context.Context, cons jetstream.Consumer, log *
 			return
 		}
 		_ = m.Ack()
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	},
+		// Small pulls: replicas share the events evenly, and a replica that
+		// dies holds few of them until AckWait hands them to another.
+		jetstream.PullMaxMessages(16),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 			log.Debug("consumer", "err", err)
 		}
