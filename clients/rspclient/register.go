@@ -88,12 +88,24 @@ func (c *Client) Register(ctx context.Context, pool string, pe PE) (*Registratio
 	return r, nil
 }
 
-// registrationBody checks pe and turns it into a registration body (seq and
-// time still unset).
+// registrationBody checks pool and pe and turns them into a registration
+// body (seq and time still unset).
 func (c *Client) registrationBody(pool string, pe PE) (events.Registration, error) {
 	if err := events.CheckPool(pool); err != nil {
 		return events.Registration{}, err
 	}
+	return pe.body()
+}
+
+// Validate checks pe as Register would, before anything is sent: the
+// error is an *events.FieldError naming the field. An empty ID passes (a
+// random one is chosen at registration).
+func (pe PE) Validate() error {
+	_, err := pe.body()
+	return err
+}
+
+func (pe PE) body() (events.Registration, error) {
 	if pe.ID == "" {
 		pe.ID = nuid.Next()
 	}

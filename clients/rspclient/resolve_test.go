@@ -186,6 +186,9 @@ func TestBadInputNamesField(t *testing.T) {
 		t.Run("register "+tc.name, func(t *testing.T) {
 			_, err := c.Register(ctx, tc.pool, tc.pe)
 			wantField(t, err, tc.field)
+			if tc.field != "pool" {
+				wantField(t, tc.pe.Validate(), tc.field)
+			}
 		})
 	}
 

@@ -42,12 +42,14 @@ func (c *Client) Watch(ctx context.Context, pool string) (<-chan events.Change, 
 		_ = sub.Unsubscribe()
 		return nil, fmt.Errorf("watch %s: %w", pool, err)
 	}
-	if err := c.nc.FlushWithContext(ctx); err != nil { // the subscription is in place
-		return fail(err)
-	}
-	// 2. Read the current members.
+	// 2. Once the subscription is in place, read the current members.
 	sctx, cancel := c.wait(ctx)
-	snap, barrier, err := c.snapshot(sctx, pool)
+	err = c.nc.FlushWithContext(sctx)
+	var snap []snapEntry
+	var barrier uint64
+	if err == nil {
+		snap, barrier, err = c.snapshot(sctx, pool)
+	}
 	cancel()
 	if err != nil {
 		return fail(err)

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+	"github.com/spf13/cobra"
+
+	"github.com/rserpool/rsp/clients/rspclient"
+	"github.com/rserpool/rsp/events"
+)
+
+// globals are the persistent flags every command shares.
+type globals struct {
+	stdout, stderr io.Writer
+
+	natsURL string
+	scope   string
+	keyFile string
+	timeout time.Duration
+	verbose bool
+
+	log *slog.Logger
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "rsp",
+		Short: "Reliable Server Pooling on NATS",
+		Long: `rsp is the command-line client of rsp, Reliable Server Pooling (IETF RSerPool)
+on NATS. Pool elements (PEs) register under a pool handle with the name servers
+and stay registered while they renew; pool users resolve a pool handle into PEs
+chosen by the pool's policy, watch a pool's members change, and report PEs that
+failed them. Events are signed with your user nkey (--key, created on first use).
+
+Exit status: 0 on success, 1 on failure, 2 on a usage error (unknown command or
+flag, wrong arguments, a name that breaks the protocol's rules).`,
+		Example: `  rsp register echo --addr tcp:10.0.0.5:7 --id echo-1 &
+  rsp resolve echo --max 2
+  rsp --nats nats://ns1:4222,nats://ns2:4222 --scope prod pools`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				hint := ""
+				if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+					hint = fmt.Sprintf(" (did you mean %q?)", s[0])
+				}
+				return usagef("unknown command %q%s; see 'rsp --help'", args[0], hint)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmd.Help()
+		},
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return g.setup()
+		},
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SuggestionsMinimumDistance = 2
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+
+	f := root.PersistentFlags()
+	f.StringVar(&g.natsURL, "nats", envOr("RSP_NATS", nats.DefaultURL), "NATS server `URL`s, comma-separated (env RSP_NATS)")
+	f.StringVar(&g.scope, "scope", envOr("RSP_SCOPE", events.DefaultScope), "rsp scope `NAME` (env RSP_SCOPE)")
+	f.StringVar(&g.keyFile, "key", envOr("RSP_KEY", defaultKeyFile()), "user nkey seed `FILE` that signs events, created on first use (env RSP_KEY)")
+	f.DurationVar(&g.timeout, "timeout", rspclient.DefaultTimeout, "bound for connecting and for each wait")
+	f.BoolVarP(&g.verbose, "verbose", "v", false, "debug logs on stderr")
+
+	root.AddCommand(
+		newRegisterCmd(g),
+		newDeregisterCmd(g),
+		newResolveCmd(g),
+		newWatchCmd(g),
+		newPoolsCmd(g),
+		newReportCmd(g),
+	)
+	return root
+}
+
+func envOr(name, def string) string { return cmp.Or(os.Getenv(name), def) }
+
+func defaultKeyFile() string {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "rsp", "user.nk")
+}
+
+func (g *globals) setup() error {
+	level := slog.LevelError
+	if g.verbose {
+		level = slog.LevelDebug
+	}
+	g.log = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+	if g.timeout <= 0 {
+		return usagef("--timeout %s must be > 0", g.timeout)
+	}
+	if err := events.CheckScope(g.scope); err != nil {
+		return err
+	}
+	if strings.TrimSpace(g.natsURL) == "" {
+		return usagef("--nats is empty")
+	}
+	return nil
+}
+
+// connect connects to NATS and makes a client. withKey loads (or creates)
+// the key file; commands that sign nothing lasting use a throwaway key.
+func (g *globals) connect(withKey bool) (*nats.Conn, *rspclient.Client, error) {
+	var kp nkeys.KeyPair
+	if withKey {
+		if g.keyFile == "" {
+			return nil, nil, usagef("--key is not set and there is no user config directory")
+		}
+		k, err := rspclient.LoadOrCreateKey(g.keyFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		kp = k
+	}
+	nc, err := nats.Connect(g.natsURL,
+		nats.Name("rsp-cli"),
+		nats.Timeout(g.timeout),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			g.log.Warn("disconnected from NATS", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			g.log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+		}),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect %s: %w", g.natsURL, err)
+	}
+	g.log.Debug("connected", "url", nc.ConnectedUrlRedacted())
+	opts := []rspclient.Option{rspclient.WithScope(g.scope), rspclient.WithTimeout(g.timeout), rspclient.WithLogger(g.log)}
+	if kp != nil {
+		opts = append(opts, rspclient.WithKey(kp))
+	}
+	c, err := rspclient.New(nc, opts...)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, c, nil
+}
+
+// exactArgs is cobra.ExactArgs with a usage error that names the
+// arguments; POOL and PE_ID are checked against the protocol's name rules
+// before anything connects.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != len(names) {
+			want := strings.Join(names, " ")
+			if want == "" {
+				want = "no arguments"
+			}
+			return usagef("%s takes %s, got %d argument(s); see 'rsp %s --help'",
+				cmd.Name(), want, len(args), cmd.Name())
+		}
+		for i, name := range names {
+			var err error
+			switch name {
+			case "POOL":
+				err = events.CheckPool(args[i])
+			case "PE_ID":
+				err = events.CheckPEID(args[i])
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// transports formats a PE's transports as proto:addr, comma-separated.
+func transports(ts []events.Transport) string {
+	parts := make([]string, len(ts))
+	for i, t := range ts {
+		parts[i] = t.Proto + ":" + cmp.Or(t.Addr, t.Subject)
+	}
+	return strings.Join(parts, ",")
+}
+
+// ctxTimeout bounds ctx by the --timeout.
+func (g *globals) ctxTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, g.timeout)
+}

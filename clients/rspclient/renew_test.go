@@ -1,0 +1,250 @@
+package rspclient
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rserpool/rsp/events"
+)
+
+// fakeRegistrar stores events in a real RSP_EVENTS stream and answers each
+// register/deregister event with the outcome decide gives, so tests can
+// make a name server refuse or ignore events at will.
+type fakeRegistrar struct {
+	mu     sync.Mutex
+	seqs   []uint64 // seqs of the register events seen, in order
+	decide func(n int, kind events.Kind, seq uint64) *events.Outcome
+}
+
+func startFakeRegistrar(t *testing.T, nc *nats.Conn, decide func(n int, kind events.Kind, seq uint64) *events.Outcome) *fakeRegistrar {
+	t.Helper()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.StreamName, Subjects: events.EventSubjects(), Duplicates: 2 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeRegistrar{decide: decide}
+	sub, err := nc.Subscribe("rsp.*.*.*", func(m *nats.Msg) {
+		scope, kind, pool, err := events.ParseSubject(m.Subject)
+		if err != nil || (kind != events.KindRegister && kind != events.KindDeregister) {
+			return
+		}
+		if _, err := events.VerifyEvent(m); err != nil {
+			t.Errorf("unsigned or badly signed event: %v", err)
+			return
+		}
+		var d events.Deregistration // pe_id and seq, common to both bodies
+		if err := events.Decode(m.Data, &d); err != nil {
+			t.Errorf("bad event body: %v", err)
+			return
+		}
+		if want := events.MsgID(d.PEID, d.Seq); m.Header.Get(events.HeaderMsgID) != want {
+			t.Errorf("Nats-Msg-Id = %q, want %q", m.Header.Get(events.HeaderMsgID), want)
+		}
+		f.mu.Lock()
+		if kind == events.KindRegister {
+			f.seqs = append(f.seqs, d.Seq)
+		}
+		n := len(f.seqs)
+		f.mu.Unlock()
+		if o := f.decide(n, kind, d.Seq); o != nil {
+			o.PEID, o.Seq = d.PEID, d.Seq
+			_ = nc.Publish(events.OutcomeSubject(scope, pool, d.PEID), events.Marshal(o))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	_ = nc.Flush()
+	return f
+}
+
+func (f *fakeRegistrar) registers() []uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]uint64(nil), f.seqs...)
+}
+
+var tcp7 = []events.Transport{{Proto: "tcp", Addr: "127.0.0.1:7"}}
+
+func accepted() *events.Outcome { return &events.Outcome{Accepted: true} }
+
+func refused(code string) *events.Outcome {
+	return &events.Outcome{Error: &events.Error{Code: code, Message: "test says no"}}
+}
+
+func TestRegisterRefused(t *testing.T) {
+	s := startNATS(t)
+	startFakeRegistrar(t, connect(t, s), func(int, events.Kind, uint64) *events.Outcome { return refused(events.CodeConflict) })
+	c := newClient(t, connect(t, s))
+	start := time.Now()
+	_, err := c.Register(context.Background(), "echo", PE{ID: "p", Transports: tcp7})
+	var ee *events.Error
+	if !errors.As(err, &ee) || ee.Code != events.CodeConflict {
+		t.Fatalf("err = %v, want an *events.Error conflict", err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("a refusal was retried for %s", time.Since(start))
+	}
+}
+
+func TestRegisterNoOutcome(t *testing.T) {
+	s := startNATS(t)
+	startFakeRegistrar(t, connect(t, s), func(int, events.Kind, uint64) *events.Outcome { return nil })
+	c := newClient(t, connect(t, s), WithTimeout(500*time.Millisecond))
+	start := time.Now()
+	_, err := c.Register(context.Background(), "echo", PE{ID: "p", Transports: tcp7})
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want a timeout", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("gave up after %s, want about the 500ms timeout", d)
+	}
+}
+
+func TestRenewalTransientFailureRetriedWithNewSeq(t *testing.T) {
+	s := startNATS(t)
+	// Accept the first registration, then answer "unavailable" twice, then
+	// accept again: the renewal must retry with ever higher seqs.
+	f := startFakeRegistrar(t, connect(t, s), func(n int, kind events.Kind, _ uint64) *events.Outcome {
+		if kind == events.KindRegister && (n == 2 || n == 3) {
+			return refused(events.CodeUnavailable)
+		}
+		return accepted()
+	})
+	c := newClient(t, connect(t, s))
+	r, err := c.Register(context.Background(), "echo", PE{ID: "p", Transports: tcp7, Lifetime: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(f.registers()) < 4 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	seqs := f.registers()
+	if len(seqs) < 4 {
+		t.Fatalf("saw %d registrations, want ≥ 4", len(seqs))
+	}
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] <= seqs[i-1] {
+			t.Errorf("seq %d after %d", seqs[i], seqs[i-1])
+		}
+	}
+	select {
+	case <-r.Done():
+		t.Fatalf("registration ended: %v", r.Err())
+	default:
+	}
+	if err := r.Deregister(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRenewalRefusedEndsRegistration(t *testing.T) {
+	s := startNATS(t)
+	startFakeRegistrar(t, connect(t, s), func(n int, kind events.Kind, _ uint64) *events.Outcome {
+		if kind == events.KindRegister && n > 1 {
+			return refused(events.CodeForbidden)
+		}
+		return accepted()
+	})
+	c := newClient(t, connect(t, s))
+	r, err := c.Register(context.Background(), "echo", PE{ID: "p", Transports: tcp7, Lifetime: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-r.Done():
+	case <-time.After(3 * time.Second):
+		t.Fatal("refused renewal did not end the registration")
+	}
+	var ee *events.Error
+	if !errors.As(r.Err(), &ee) || ee.Code != events.CodeForbidden {
+		t.Errorf("Err = %v, want an *events.Error forbidden", r.Err())
+	}
+	if err := r.UpdateLoad(context.Background(), 0.1); !errors.As(err, &ee) {
+		t.Errorf("UpdateLoad after the end = %v, want the refusal", err)
+	}
+}
+
+func TestRenewalLostWhenNoNameServerAnswers(t *testing.T) {
+	s := startNATS(t)
+	var mu sync.Mutex
+	answer := true
+	startFakeRegistrar(t, connect(t, s), func(int, events.Kind, uint64) *events.Outcome {
+		mu.Lock()
+		defer mu.Unlock()
+		if answer {
+			return accepted()
+		}
+		return nil
+	})
+	c := newClient(t, connect(t, s), WithTimeout(300*time.Millisecond))
+	r, err := c.Register(context.Background(), "echo", PE{ID: "p", Transports: tcp7, Lifetime: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	answer = false
+	mu.Unlock()
+	start := time.Now()
+	select {
+	case <-r.Done():
+	case <-time.After(3 * time.Second):
+		t.Fatal("registration not given up after its lifetime")
+	}
+	if !errors.Is(r.Err(), ErrLost) {
+		t.Errorf("Err = %v, want ErrLost", r.Err())
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("lost only after %s, want within the 1 s lifetime", d)
+	}
+}
+
+func TestUpdateLoadSendsAtOnce(t *testing.T) {
+	s := startNATS(t)
+	nc := connect(t, s)
+	var mu sync.Mutex
+	var loads []float64
+	sub, _ := nc.Subscribe(events.Subject("default", events.KindRegister, "echo"), func(m *nats.Msg) {
+		var r events.Registration
+		_ = events.Decode(m.Data, &r)
+		mu.Lock()
+		loads = append(loads, r.Policy.Load)
+		mu.Unlock()
+	})
+	defer sub.Unsubscribe()
+	startFakeRegistrar(t, nc, func(int, events.Kind, uint64) *events.Outcome { return accepted() })
+	c := newClient(t, connect(t, s))
+	r, err := c.Register(context.Background(), "echo", PE{ID: "p", Transports: tcp7, Lifetime: time.Minute, Policy: events.PolicyParams{Name: "least_used", Load: 0.2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Deregister(context.Background())
+	if err := r.UpdateLoad(context.Background(), 0.7); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		mu.Lock()
+		n := len(loads)
+		mu.Unlock()
+		if n >= 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(loads) != 2 || loads[0] != 0.2 || loads[1] != 0.7 {
+		t.Errorf("loads sent = %v, want [0.2 0.7]", loads)
+	}
+}
