@@ -3,11 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,10 +14,9 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 
 	"github.com/rserpool/rsp/events"
-	"github.com/rserpool/rsp/services/nameserver/embedded"
+	"github.com/rserpool/rsp/services/nameserver/nstest"
 	"github.com/rserpool/rsp/services/nameserver/server"
 )
 
@@ -56,25 +52,10 @@ type env struct {
 
 func newEnv(t *testing.T, withNameServer bool) *env {
 	t.Helper()
-	s, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:-1", DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Shutdown)
+	s := nstest.StartNATS(t)
 	e := &env{t: t, url: s.ClientURL(), dir: t.TempDir(), s: s}
 	if withNameServer {
-		nc, err := nats.Connect(e.url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		ns, err := server.Start(ctx, nc, server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(ns.Stop)
+		nstest.StartNameServer(t, s, server.Config{})
 	}
 	return e
 }

@@ -3,37 +3,11 @@ package rspclient
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
-	"os"
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
-
 	"github.com/rserpool/rsp/events"
-	"github.com/rserpool/rsp/services/nameserver/server"
 )
-
-func testLogger() *slog.Logger {
-	if os.Getenv("RSP_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-// startNameServer starts a name server replica on its own connection.
-func startNameServer(t testing.TB, s *natsserver.Server) *server.NameServer {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ns, err := server.Start(ctx, connect(t, s), server.Config{Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Stop)
-	return ns
-}
 
 func nextChange(t *testing.T, ch <-chan events.Change) events.Change {
 	t.Helper()

@@ -3,34 +3,23 @@ package rspclient
 import (
 	"errors"
 	"testing"
-	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/rserpool/rsp/events"
-	"github.com/rserpool/rsp/services/nameserver/embedded"
+	"github.com/rserpool/rsp/services/nameserver/nstest"
+	"github.com/rserpool/rsp/services/nameserver/server"
 )
 
-// startNATS starts a real embedded JetStream server for one test.
-func startNATS(t testing.TB) *natsserver.Server {
-	t.Helper()
-	s, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:-1", DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Shutdown)
-	return s
-}
+var (
+	startNATS  = nstest.StartNATS
+	connect    = nstest.Connect
+	testLogger = nstest.Logger
+)
 
-func connect(t testing.TB, s *natsserver.Server) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(s.ClientURL(), nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
+func startNameServer(t testing.TB, s *natsserver.Server) *server.NameServer {
+	return nstest.StartNameServer(t, s, server.Config{})
 }
 
 func newClient(t testing.TB, nc *nats.Conn, opts ...Option) *Client {
