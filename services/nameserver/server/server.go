@@ -216,10 +216,10 @@ func (n *NameServer) consume(ctx context.Context, cons jetstream.Consumer, log *
 		// dies holds few of them until AckWait hands them to another.
 		jetstream.PullMaxMessages(16),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-			log.Debug("consumer", "err", err)
-		}
-	}))
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				log.Debug("consumer", "err", err)
+			}
+		}))
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)
 	}
