@@ -3,6 +3,7 @@
 package embedded
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -25,6 +26,11 @@ type Config struct {
 	Logger *slog.Logger
 	// ReadyTimeout bounds the wait for the server to accept clients.
 	ReadyTimeout time.Duration
+	// TLS, when set, is required of every client connection.
+	TLS *tls.Config
+	// Configure, when set, adjusts the server options last (operator
+	// mode, accounts: see package auth).
+	Configure func(*server.Options) error
 }
 
 // Start starts the server and waits until it accepts clients.
@@ -54,6 +60,17 @@ func Start(cfg Config) (*server.Server, error) {
 		StoreDir:   cfg.DataDir,
 		NoSigs:     true, // the name server handles signals itself
 		NoLog:      cfg.Logger == nil,
+	}
+	if cfg.TLS != nil {
+		opts.TLSConfig = cfg.TLS
+		opts.TLS = true
+		opts.TLSVerify = cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+		opts.TLSTimeout = 5
+	}
+	if cfg.Configure != nil {
+		if err := cfg.Configure(opts); err != nil {
+			return nil, fmt.Errorf("embedded nats server: %w", err)
+		}
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
