@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -15,12 +14,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/nameserver/embedded"
 	"github.com/rserpool/rsp/services/nameserver/server"
@@ -36,6 +35,10 @@ type options struct {
 	skew      time.Duration
 	logLevel  string
 	logFormat string
+	creds     string
+
+	tlsCert, tlsKey, tlsCA string
+	clusterListen, routes  string
 }
 
 func main() {
@@ -84,6 +87,12 @@ name in upper case with "-" as "_" (RSP_DATA, RSP_NATS, RSP_SCOPE=a,b).`,
 	f.StringVar(&o.id, "id", "", "id of this replica (default: host name and a random suffix)")
 	f.IntVar(&o.replicas, "replicas", 1, "replicas of the stream and buckets this server creates")
 	f.DurationVar(&o.skew, "clock-skew", 30*time.Second, "allowed difference between an event's time and this server's clock")
+	f.StringVar(&o.creds, "creds", "", "NATS credentials FILE for --nats mode")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate: the embedded server's (TLS required of clients and routes); with --nats, this server's client certificate")
+	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA: with --tls-cert on the embedded server, clients and routes must present a certificate it signed; with --nats, the CA that verifies the servers")
+	f.StringVar(&o.clusterListen, "cluster-listen", "", "HOST:PORT for cluster routes of the embedded server (empty: no cluster)")
+	f.StringVar(&o.routes, "routes", "", "comma-separated nats-route:// URLs of the other cluster members")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	return cmd
@@ -132,7 +141,14 @@ func run(ctx context.Context, o options) error {
 	urls := o.natsURLs
 	var ns *natsserver.Server
 	if urls == "" {
-		ns, err = embedded.Start(embedded.Config{Listen: o.listen, DataDir: o.data, Logger: log})
+		ecfg := embedded.Config{Listen: o.listen, DataDir: o.data, Logger: log,
+			ClusterListen: o.clusterListen, Routes: o.routes}
+		if o.tlsCert != "" || o.tlsKey != "" {
+			if ecfg.TLS, err = natsconn.ServerTLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
+				return err
+			}
+		}
+		ns, err = embedded.Start(ecfg)
 		if err != nil {
 			return err
 		}
@@ -144,7 +160,17 @@ func run(ctx context.Context, o options) error {
 		abs, _ := filepath.Abs(o.data)
 		log.Info("embedded NATS server with JetStream started", "url", urls, "data", abs)
 	}
-	nc, err := dial(ctx, urls, log)
+	conn := natsconn.Config{URLs: urls, Name: "rsp-nameserver", Creds: o.creds, Retry: time.Minute, Logger: log}
+	if ns != nil {
+		// In-process: no socket, no TLS to set up (so no tls:// URL).
+		conn.URLs = ""
+		conn.Options = append(conn.Options, nats.InProcessServer(ns))
+	} else if o.tlsCA != "" || o.tlsCert != "" {
+		if conn.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
+			return err
+		}
+	}
+	nc, err := natsconn.Dial(ctx, conn)
 	if err != nil {
 		return err
 	}
@@ -170,47 +196,4 @@ Stop with Ctrl-C.
 		log.Warn("drain", "err", err)
 	}
 	return nil
-}
-
-// dial connects to NATS, retrying with backoff for up to a minute, and
-// reconnects for ever afterwards with backoff and jitter.
-func dial(ctx context.Context, urls string, log *slog.Logger) (*nats.Conn, error) {
-	reconnect := backoff.NewExponentialBackOff()
-	reconnect.InitialInterval = 100 * time.Millisecond
-	reconnect.MaxInterval = 5 * time.Second
-	reconnect.MaxElapsedTime = 0
-	opts := []nats.Option{
-		nats.Name("rsp-nameserver"),
-		nats.Timeout(5 * time.Second),
-		nats.MaxReconnects(-1),
-		nats.CustomReconnectDelay(func(attempts int) time.Duration {
-			if attempts <= 1 {
-				reconnect.Reset()
-			}
-			return reconnect.NextBackOff()
-		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("NATS disconnected", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrl()) }),
-	}
-	b := backoff.NewExponentialBackOff()
-	b.MaxElapsedTime = time.Minute
-	var nc *nats.Conn
-	err := backoff.RetryNotify(func() error {
-		var err error
-		nc, err = nats.Connect(urls, opts...)
-		return err
-	}, backoff.WithContext(b, ctx), func(err error, next time.Duration) {
-		log.Warn("NATS not reachable yet", "urls", urls, "err", err, "retry_in", next)
-	})
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("connect to %s: %w", urls, err)
-	}
-	return nc, nil
 }

@@ -2,57 +2,31 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/nameserver/nstest"
 )
 
 // TestBinary builds the name server and runs it as a real process: it must
 // start its embedded NATS, print the client URL, answer resolutions, and
 // exit 0 on SIGTERM.
 func TestBinary(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "nameserver")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
 	data := t.TempDir()
-	cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--data", data, "--scope", "default", "--scope", "lab")
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if !testing.Verbose() {
-		cmd.Stderr = io.Discard
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-
-	urlLine := regexp.MustCompile(`NATS client URL: (nats://\S+)`)
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := urlLine.FindStringSubmatch(sc.Text()); m != nil {
-				found <- m[1]
-			}
-		}
-	}()
-	var url string
-	select {
-	case url = <-found:
-	case <-time.After(30 * time.Second):
-		t.Fatal("no client URL printed within 30s")
-	}
+	cmd, url := startBinary(t, "--listen", "127.0.0.1:0", "--data", data, "--scope", "default", "--scope", "lab")
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
@@ -80,6 +54,103 @@ func TestBinary(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("did not exit within 15s of SIGTERM")
+	}
+}
+
+var binOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// startBinary builds the name server once and starts it with args; it
+// returns the process and the client URL it printed.
+func startBinary(t *testing.T, args ...string) (*exec.Cmd, string) {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "nameserver-test")
+		if err != nil {
+			binOnce.err = err
+			return
+		}
+		binOnce.path = filepath.Join(dir, "nameserver")
+		if out, err := exec.Command("go", "build", "-o", binOnce.path, ".").CombinedOutput(); err != nil {
+			binOnce.err = fmt.Errorf("build: %v\n%s", err, out)
+		}
+	})
+	if binOnce.err != nil {
+		t.Fatal(binOnce.err)
+	}
+	cmd := exec.Command(binOnce.path, args...)
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if !testing.Verbose() {
+		cmd.Stderr = io.Discard
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+
+	urlLine := regexp.MustCompile(`NATS client URL: ((?:nats|tls)://\S+)`)
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := urlLine.FindStringSubmatch(sc.Text()); m != nil {
+				found <- m[1]
+			}
+		}
+	}()
+	select {
+	case url := <-found:
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd, url
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("no client URL printed within 30s")
+	}
+	return nil, ""
+}
+
+// TestTLS runs the name server with certificates from a fresh CA and
+// resolves over TLS; with --tls-ca, clients must also show a certificate.
+func TestTLS(t *testing.T) {
+	pki := nstest.NewPKI(t)
+	_, url := startBinary(t, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey)
+	if _, err := nats.Connect(url, nats.Timeout(2*time.Second)); err == nil {
+		t.Fatal("plain connection accepted by a TLS server")
+	}
+	tlsc, err := natsconn.TLSFiles(pki.CA, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url, nats.Secure(tlsc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if !nc.TLSRequired() {
+		t.Fatal("connection is not TLS")
+	}
+	m, err := nc.Request("rsp.default.resolve.echo", nil, 5*time.Second)
+	if err != nil || !strings.Contains(string(m.Data), "not_found") {
+		t.Fatalf("resolution over TLS: %v %s", err, m.Data)
+	}
+
+	_, url = startBinary(t, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--tls-ca", pki.CA)
+	if nc, err := nats.Connect(url, nats.Secure(tlsc), nats.Timeout(2*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("client without a certificate accepted with --tls-ca")
+	}
+	mtls, _ := natsconn.TLSFiles(pki.CA, pki.ClientCert, pki.ClientKey)
+	nc2, err := nats.Connect(url, nats.Secure(mtls))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc2.Close()
+	m, err = nc2.Request("rsp.default.resolve.echo", nil, 5*time.Second)
+	if err != nil || !strings.Contains(string(m.Data), "not_found") {
+		t.Fatalf("resolution over mutual TLS: %v", err)
 	}
 }
 

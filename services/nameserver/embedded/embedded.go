@@ -26,8 +26,13 @@ type Config struct {
 	Logger *slog.Logger
 	// ReadyTimeout bounds the wait for the server to accept clients.
 	ReadyTimeout time.Duration
-	// TLS, when set, is required of every client connection.
+	// TLS, when set, is required of every client connection and of the
+	// cluster routes.
 	TLS *tls.Config
+	// ClusterListen is HOST:PORT for cluster routes; empty: no cluster.
+	ClusterListen string
+	// Routes are the nats-route:// URLs of the other members, comma-separated.
+	Routes string
 	// Configure, when set, adjusts the server options last (operator
 	// mode, accounts: see package auth).
 	Configure func(*server.Options) error
@@ -66,6 +71,24 @@ func Start(cfg Config) (*server.Server, error) {
 		opts.TLS = true
 		opts.TLSVerify = cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert
 		opts.TLSTimeout = 5
+	}
+	if cfg.ClusterListen != "" {
+		ch, cp, err := net.SplitHostPort(cfg.ClusterListen)
+		if err != nil {
+			return nil, fmt.Errorf("cluster listen: %q is not HOST:PORT: %w", cfg.ClusterListen, err)
+		}
+		opts.Cluster.Host = ch
+		if opts.Cluster.Port, err = strconv.Atoi(cp); err != nil {
+			return nil, fmt.Errorf("cluster listen: port %q is not a number", cp)
+		}
+		opts.Cluster.Name = "rsp"
+		if cfg.Routes != "" {
+			opts.Routes = server.RoutesFromStr(cfg.Routes)
+		}
+		if cfg.TLS != nil {
+			opts.Cluster.TLSConfig = cfg.TLS
+			opts.Cluster.TLSTimeout = 5
+		}
 	}
 	if cfg.Configure != nil {
 		if err := cfg.Configure(opts); err != nil {
