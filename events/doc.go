@@ -1,6 +1,8 @@
 // Package events holds rsp's wire contract (../shared/design/protocol.md):
 // the names and their rules, the NATS subjects, the JSON bodies of every
-// message, and the nkey signatures that events and answers carry.
+// message, the nkey signatures that events and answers carry, and the
+// checks of their NATS JWT chains (VerifyEventChain for events under JWT
+// authorization, VerifyAnswerChain for answers).
 //
 // Everything another program needs to speak rsp is here; the name server and
 // the client library both build on it, so there is one definition of each

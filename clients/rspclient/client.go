@@ -34,6 +34,8 @@ type Client struct {
 	scope   string
 	kp      nkeys.KeyPair
 	pub     string
+	jwt     string             // sent in Rsp-Jwt with every event; "" without
+	trust   events.AnswerTrust // zero: answers need only a valid signature
 	timeout time.Duration
 	log     *slog.Logger
 
@@ -44,6 +46,8 @@ type Client struct {
 type options struct {
 	scope   string
 	kp      nkeys.KeyPair
+	jwt     string
+	nsKeys  []string
 	timeout time.Duration
 	log     *slog.Logger
 }
@@ -127,12 +131,21 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rspclient: key: %w", err)
 	}
+	if o.jwt != "" {
+		if err := checkUserJWT(o.jwt, o.kp); err != nil { // WithKey after WithCreds
+			return nil, fmt.Errorf("rspclient: %w", err)
+		}
+	}
+	trust, err := answerTrust(o.jwt, o.nsKeys)
+	if err != nil {
+		return nil, fmt.Errorf("rspclient: %w", err)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("rspclient: jetstream: %w", err)
 	}
 	return &Client{
-		nc: nc, js: js, scope: o.scope, kp: o.kp, pub: pub, timeout: o.timeout,
+		nc: nc, js: js, scope: o.scope, kp: o.kp, pub: pub, jwt: o.jwt, trust: trust, timeout: o.timeout,
 		log: o.log.With("scope", o.scope),
 	}, nil
 }

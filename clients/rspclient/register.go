@@ -331,7 +331,7 @@ func (c *Client) sendEvent(ctx context.Context, kind events.Kind, pool, peID str
 	msg := nats.NewMsg(events.Subject(c.scope, kind, pool))
 	msg.Data = body
 	msg.Header.Set(events.HeaderMsgID, events.MsgID(peID, seq))
-	if err := events.SignEvent(msg, c.kp); err != nil {
+	if err := c.signEvent(msg); err != nil {
 		return fmt.Errorf("sign: %w", err)
 	}
 	ack, err := c.js.PublishMsg(ctx, msg)

@@ -49,19 +49,24 @@ func (c *Client) Resolve(ctx context.Context, pool string, req events.ResolveReq
 }
 
 // checkAnswer verifies an answer's signature over subject and nonce and
-// decodes it; an error answer is returned as its *events.Error.
+// decodes it; an error answer is returned as its *events.Error. A client
+// with creds or name server keys also checks who signed it
+// (events.VerifyAnswerChain); one without (insecure mode) only that the
+// signature is valid, which proves the answer fresh and intact, not who
+// made it.
 func (c *Client) checkAnswer(m *nats.Msg, subject, nonce string) (*events.ResolveAnswer, error) {
 	if got := m.Header.Get(events.HeaderNonce); got != "" && got != nonce {
 		return nil, fmt.Errorf("answer carries nonce %q, not the request's", got)
 	}
-	signer, err := events.VerifyAnswer(m, subject, nonce)
+	var err error
+	if c.trust.IsZero() {
+		_, err = events.VerifyAnswer(m, subject, nonce)
+	} else {
+		_, err = events.VerifyAnswerChain(m, subject, nonce, c.trust)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("refusing unverified answer: %w", err)
 	}
-	// TODO(issue 3): the signature proves the answer is fresh and intact,
-	// not who made it; check signer against the name servers' keys (or the
-	// scope's account) once those are configurable.
-	_ = signer
 	var ans events.ResolveAnswer
 	if err := events.Decode(m.Data, &ans); err != nil {
 		return nil, fmt.Errorf("bad answer: %w", err)
@@ -85,7 +90,7 @@ func (c *Client) ReportFailure(ctx context.Context, pool, peID, reason string) e
 	msg := nats.NewMsg(events.Subject(c.scope, events.KindFailure, pool))
 	msg.Data = events.Marshal(body)
 	msg.Header.Set(events.HeaderMsgID, nuid.Next())
-	if err := events.SignEvent(msg, c.kp); err != nil {
+	if err := c.signEvent(msg); err != nil {
 		return fmt.Errorf("report failure: sign: %w", err)
 	}
 	ctx, cancel := c.wait(ctx)

@@ -44,9 +44,10 @@ func decode[T any](t testing.TB, data []byte) T {
 // signer publishes signed events the way the client library does, so that
 // tests can also send what the library never would (replays, forgeries).
 type signer struct {
-	t  testing.TB
-	nc *nats.Conn
-	kp nkeys.KeyPair
+	t   testing.TB
+	nc  *nats.Conn
+	kp  nkeys.KeyPair
+	jwt string // sent in Rsp-Jwt when set
 }
 
 func newSigner(t testing.TB, nc *nats.Conn) *signer {
@@ -64,6 +65,9 @@ func (s *signer) publish(subject string, msgID string, body []byte) {
 	m.Data = body
 	if err := events.SignEvent(m, s.kp); err != nil {
 		s.t.Fatal(err)
+	}
+	if s.jwt != "" {
+		events.SetJWT(m, s.jwt)
 	}
 	s.publishMsg(m, msgID)
 }

@@ -28,6 +28,7 @@ type registrar struct {
 	kv    jetstream.KeyValue
 	view  *view
 	skew  time.Duration
+	trust *scopeTrust // JWT authorization; nil when off
 	log   *slog.Logger
 	now   func() time.Time
 }
@@ -117,7 +118,16 @@ func subjectToken(s string) string {
 func (g *registrar) verify(msg *nats.Msg, body interface {
 	Validate(time.Time, time.Duration) error
 }) (string, error) {
-	signer, err := events.VerifyEvent(msg)
+	var signer string
+	var err error
+	if g.trust != nil {
+		signer, err = g.trust.verify(msg, g.now())
+		if err != nil {
+			g.log.Warn("event refused by JWT authorization", "signer", msg.Header.Get(events.HeaderSigner), "subject", msg.Subject, "reason", err)
+		}
+	} else {
+		signer, err = events.VerifyEvent(msg)
+	}
 	if err != nil {
 		return "", reject(events.CodeForbidden, "%v", err)
 	}

@@ -13,6 +13,7 @@ import (
 type resolver struct {
 	view *view
 	key  *events.Signer
+	jwt  string // the replica's user JWT, sent in Rsp-Jwt; "" without
 	log  *slog.Logger
 }
 
@@ -33,6 +34,9 @@ func (r *resolver) handle(msg *nats.Msg) {
 	if err := events.SignAnswer(reply.Header, r.key, msg.Subject, nonce, data); err != nil {
 		r.log.Error("signing an answer failed", "err", err)
 		return
+	}
+	if r.jwt != "" {
+		reply.Header.Set(events.HeaderJWT, r.jwt)
 	}
 	if err := msg.RespondMsg(reply); err != nil {
 		r.log.Warn("answer not sent", "subject", msg.Subject, "err", err)

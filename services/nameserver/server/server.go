@@ -27,6 +27,16 @@ type Config struct {
 	ID string
 	// Key signs resolution answers; default a fresh user nkey.
 	Key nkeys.KeyPair
+	// JWT is this replica's own NATS user JWT, whose subject is Key (the
+	// JWT of the .creds file the replica connects with). Answers carry it
+	// in Rsp-Jwt, so that clients can tell a name server of their account
+	// (tag rsp-role:nameserver) from anyone else. Required with Auth.
+	JWT string
+	// Auth, when set, turns on JWT authorization of events: the account
+	// is the issuer account of JWT, and its account JWT is kept current
+	// from the bucket rsp_auth (see AuthConfig). Without it only the
+	// signatures of events are checked (insecure mode).
+	Auth *AuthConfig
 	// Replicas of the stream and buckets this replica creates; default 1.
 	Replicas int
 	// ClockSkew allowed between an event's time and this replica's clock.
@@ -53,12 +63,20 @@ func (c *Config) defaults() error {
 		host, _ := os.Hostname()
 		c.ID = subjectToken(host) + "-" + nuid.Next()[16:]
 	}
-	if c.Key == nil {
+	if c.Key == nil && c.JWT == "" {
 		kp, err := nkeys.CreateUser()
 		if err != nil {
 			return err
 		}
 		c.Key = kp
+	}
+	if c.JWT != "" && c.Key == nil {
+		return events.Errf("Key", "is required with JWT: it is the nkey the JWT names")
+	}
+	if c.Auth != nil && c.Auth.JWTCacheSize == 0 {
+		a := *c.Auth
+		a.JWTCacheSize = 4096
+		c.Auth = &a
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1
@@ -81,6 +99,7 @@ func (c *Config) defaults() error {
 // NameServer is a running replica. Stop it with Stop.
 type NameServer struct {
 	cfg    Config
+	ident  *identity // from Config.JWT; nil without
 	cancel context.CancelFunc
 	views  map[string]*view
 
@@ -105,19 +124,23 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*NameServer, error) 
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
+	ident, err := checkIdentity(&cfg)
+	if err != nil {
+		return nil, err
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	n := &NameServer{cfg: cfg, cancel: cancel, views: map[string]*view{}}
+	n := &NameServer{cfg: cfg, ident: ident, cancel: cancel, views: map[string]*view{}}
 	setupCtx, setupCancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer setupCancel()
 	if err := n.start(setupCtx, runCtx, nc, js); err != nil {
 		n.Stop()
 		return nil, err
 	}
-	cfg.Logger.Info("name server serving", "id", cfg.ID, "scopes", cfg.Scopes, "key", n.PublicKey())
+	cfg.Logger.Info("name server serving", "id", cfg.ID, "scopes", cfg.Scopes, "key", n.PublicKey(), "jwt_auth", cfg.Auth != nil)
 	return n, nil
 }
 
@@ -134,9 +157,27 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", events.StreamName, err)
 	}
+	var authKV jetstream.KeyValue
+	if cfg.Auth != nil {
+		if authKV, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
+			Bucket: AuthBucket, History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+			Description: "rsp: the current account JWT of each scope (key = scope)",
+		}); err != nil {
+			return err
+		}
+	}
 	for _, scope := range cfg.Scopes {
 		log := cfg.Logger.With("scope", scope)
-		kv, err := ensureBucket(ctx, js, events.Bucket(scope), cfg.Replicas)
+		var trust *scopeTrust
+		if authKV != nil {
+			if trust, err = n.startTrust(ctx, runCtx, authKV, scope, log); err != nil {
+				return fmt.Errorf("scope %s: %w", scope, err)
+			}
+		}
+		kv, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
+			Bucket: events.Bucket(scope), History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+			LimitMarkerTTL: markerTTL,
+		})
 		if err != nil {
 			return err
 		}
@@ -153,7 +194,7 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 			return fmt.Errorf("scope %s: loading the name space: %w", scope, ctx.Err())
 		}
 
-		reg := &registrar{scope: scope, home: cfg.ID, nc: nc, js: js, kv: kv, view: v, skew: cfg.ClockSkew, log: log, now: time.Now}
+		reg := &registrar{scope: scope, home: cfg.ID, nc: nc, js: js, kv: kv, view: v, skew: cfg.ClockSkew, trust: trust, log: log, now: time.Now}
 		cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 			Durable: eventsConsumerPrefix + scope, FilterSubjects: events.ScopeEventSubjects(scope),
 			AckPolicy: jetstream.AckExplicitPolicy, AckWait: cfg.AckWait, MaxDeliver: -1,
@@ -172,6 +213,9 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 		}
 
 		res := &resolver{view: v, key: signer, log: log}
+		if n.ident != nil {
+			res.jwt = n.ident.jwt
+		}
 		// nats.go runs each subscription's handler on its own goroutine:
 		// one subscription per core lets answers be signed in parallel.
 		for range runtime.GOMAXPROCS(0) {
@@ -227,7 +271,8 @@ func (n *NameServer) consume(ctx context.Context, cons jetstream.Consumer, log *
 	return nil
 }
 
-func ensureBucket(ctx context.Context, js jetstream.JetStream, name string, replicas int) (jetstream.KeyValue, error) {
+func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	name := cfg.Bucket
 	kv, err := js.KeyValue(ctx, name)
 	if err == nil {
 		return kv, nil
@@ -235,10 +280,7 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, name string, repl
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("bucket %s: %w", name, err)
 	}
-	kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: name, History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
-		LimitMarkerTTL: markerTTL,
-	})
+	kv, err = js.CreateKeyValue(ctx, cfg)
 	if errors.Is(err, jetstream.ErrBucketExists) {
 		return js.KeyValue(ctx, name) // another replica created it first
 	}
@@ -250,6 +292,9 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, name string, repl
 
 // ID is this replica's id.
 func (n *NameServer) ID() string { return n.cfg.ID }
+
+// JWT is this replica's user JWT (Config.JWT), carried by its answers.
+func (n *NameServer) JWT() string { return n.cfg.JWT }
 
 // PublicKey is the nkey that signs this replica's answers.
 func (n *NameServer) PublicKey() string {
