@@ -87,6 +87,7 @@ flag, wrong arguments, a name that breaks the protocol's rules).`,
 		newWatchCmd(g),
 		newPoolsCmd(g),
 		newReportCmd(g),
+		newAuthCmd(g),
 	)
 	return root
 }
