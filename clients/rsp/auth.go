@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -22,16 +21,7 @@ import (
 	"github.com/rserpool/rsp/services/nameserver/server"
 )
 
-// authFlags are the flags of the auth command group.
-type authFlags struct {
-	data string
-}
-
-// storeDir is where the auth store lives: <data>/auth.
-func (a *authFlags) storeDir() string { return filepath.Join(a.data, "auth") }
-
 func newAuthCmd(g *globals) *cobra.Command {
-	a := &authFlags{}
 	cmd := &cobra.Command{
 		Use:   "auth",
 		Short: "Manage the operator, accounts and users of an rsp installation",
@@ -61,12 +51,11 @@ can make any user.`,
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.PersistentFlags().StringVar(&a.data, "data", envOr("RSP_DATA", ".rsp"), "data `DIR` of the installation; the store is DIR/auth (env RSP_DATA)")
-	cmd.AddCommand(newAuthInitCmd(g, a), newAuthUserCmd(g, a), newAuthRevokeCmd(g, a))
+	cmd.AddCommand(newAuthInitCmd(g), newAuthUserCmd(g), newAuthRevokeCmd(g))
 	return cmd
 }
 
-func newAuthInitCmd(g *globals, a *authFlags) *cobra.Command {
+func newAuthInitCmd(g *globals) *cobra.Command {
 	var scopes []string
 	cmd := &cobra.Command{
 		Use:   "init [--data DIR] [--scope NAME ...]",
@@ -85,7 +74,7 @@ else "default". Prints where the creds files are.`,
 			if len(scopes) == 0 {
 				scopes = []string{g.scope}
 			}
-			st, err := auth.Init(a.storeDir(), scopes)
+			st, err := auth.Init(g.storeDir(), scopes)
 			if err != nil {
 				return err
 			}
@@ -109,7 +98,7 @@ else "default". Prints where the creds files are.`,
 	return cmd
 }
 
-func newAuthUserCmd(g *globals, a *authFlags) *cobra.Command {
+func newAuthUserCmd(g *globals) *cobra.Command {
 	var (
 		role    string
 		pools   []string
@@ -141,7 +130,7 @@ space; nameserver and admin may do everything in the scope's account (no
 			if err != nil {
 				return err
 			}
-			st, err := auth.Open(a.storeDir())
+			st, err := auth.Open(g.storeDir())
 			if err != nil {
 				return err
 			}
@@ -198,7 +187,7 @@ func writeSecret(path string, data []byte) error {
 	return f.Close()
 }
 
-func newAuthRevokeCmd(g *globals, a *authFlags) *cobra.Command {
+func newAuthRevokeCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "revoke USER_KEY",
 		Short: "Revoke a user of a scope at once",
@@ -224,7 +213,7 @@ server starts next.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			key := args[0]
-			st, err := auth.Open(a.storeDir())
+			st, err := auth.Open(g.storeDir())
 			if err != nil {
 				return err
 			}
@@ -236,11 +225,7 @@ server starts next.`,
 				return err
 			}
 			saved := fmt.Sprintf("revoked %s in scope %s (saved in %s)", key, g.scope, st.Dir())
-			nc, err := nats.Connect(g.natsURL,
-				nats.Name("rsp-cli-auth"),
-				nats.UserCredentials(st.SystemCredsPath()),
-				nats.Timeout(g.timeout),
-			)
+			nc, err := g.dial(cmd.Context(), "rsp-cli-auth", st.SystemCredsPath())
 			if err != nil {
 				if unreachable(err) {
 					fmt.Fprintf(g.stdout, "%s; no server reachable at %s: it applies when the name server starts next\n", saved, g.natsURL)
@@ -272,11 +257,7 @@ server starts next.`,
 // missing bucket (no name server with JWT authorization has run yet) is
 // fine: name servers read the account JWT from the store when they start.
 func updateAuthBucket(ctx context.Context, g *globals, st *auth.Store, tok string) (string, error) {
-	nc, err := nats.Connect(g.natsURL,
-		nats.Name("rsp-cli-auth"),
-		nats.UserCredentials(st.CredsPath(g.scope, auth.RoleAdmin)),
-		nats.Timeout(g.timeout),
-	)
+	nc, err := g.dial(ctx, "rsp-cli-auth", st.CredsPath(g.scope, auth.RoleAdmin))
 	if err != nil {
 		return "", fmt.Errorf("connect as admin of scope %s: %w", g.scope, err)
 	}

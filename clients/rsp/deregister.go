@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/rserpool/rsp/services/nameserver/auth"
 	"github.com/spf13/cobra"
 )
 
@@ -19,7 +20,7 @@ again at its next renewal: stop that process instead when you can.`,
   rsp --key ./svc.nk deregister echo echo-1`,
 		Args: exactArgs("POOL", "PE_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nc, c, err := g.connect(true)
+			nc, c, err := g.connect(auth.RolePE, true)
 			if err != nil {
 				return err
 			}

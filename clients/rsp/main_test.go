@@ -20,8 +20,9 @@ import (
 	"github.com/rserpool/rsp/services/nameserver/server"
 )
 
-// rspBin is the rsp binary, built once for all tests.
-var rspBin string
+// rspBin and nsBin are the rsp and nameserver binaries, built once for all
+// tests.
+var rspBin, nsBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "rsp-cli-test")
@@ -34,6 +35,14 @@ func TestMain(m *testing.M) {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build rsp:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	nsBin = filepath.Join(dir, "nameserver")
+	build = exec.Command("go", "build", "-o", nsBin, "../../services/nameserver")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build nameserver:", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -67,6 +76,7 @@ func (e *env) cmd(args ...string) *exec.Cmd {
 	c.Env = append(os.Environ(),
 		"RSP_NATS="+e.url,
 		"RSP_KEY="+filepath.Join(e.dir, "user.nk"),
+		"RSP_DATA="+filepath.Join(e.dir, "data"),
 		"RSP_SCOPE=",
 	)
 	return c

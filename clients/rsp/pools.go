@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/nameserver/auth"
 )
 
 func newPoolsCmd(g *globals) *cobra.Command {
@@ -24,7 +25,7 @@ PE records as a JSON array.`,
   rsp --scope prod pools --json`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			nc, c, err := g.connect(false)
+			nc, c, err := g.connect(auth.RolePU, false)
 			if err != nil {
 				return err
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/policy"
+	"github.com/rserpool/rsp/services/nameserver/auth"
 )
 
 func newRegisterCmd(g *globals) *cobra.Command {
@@ -39,7 +40,7 @@ with --id the same key (--key) can deregister it later from another process.`,
 			if err != nil {
 				return err
 			}
-			nc, c, err := g.connect(true)
+			nc, c, err := g.connect(auth.RolePE, true)
 			if err != nil {
 				return err
 			}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/rserpool/rsp/services/nameserver/auth"
 	"github.com/spf13/cobra"
 )
 
@@ -18,7 +19,7 @@ window, or when a name server confirms the failure itself.`,
 		Example: `  rsp report echo echo-3 --reason "connect refused"`,
 		Args:    exactArgs("POOL", "PE_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nc, c, err := g.connect(true)
+			nc, c, err := g.connect(auth.RolePU, true)
 			if err != nil {
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/nameserver/auth"
 )
 
 func newResolveCmd(g *globals) *cobra.Command {
@@ -27,7 +28,7 @@ nonce, or it is refused. An unknown or empty pool is an error (not_found).`,
   rsp resolve echo --max 5 --exclude echo-3 --affinity echo-1 --json`,
 		Args: exactArgs("POOL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nc, c, err := g.connect(false)
+			nc, c, err := g.connect(auth.RolePU, false)
 			if err != nil {
 				return err
 			}

@@ -12,11 +12,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 	"github.com/spf13/cobra"
 
+	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/nameserver/auth"
 )
 
 // globals are the persistent flags every command shares.
@@ -26,8 +27,12 @@ type globals struct {
 	natsURL string
 	scope   string
 	keyFile string
+	creds   string
+	data    string
 	timeout time.Duration
 	verbose bool
+
+	tlsCA, tlsCert, tlsKey string
 
 	log *slog.Logger
 }
@@ -41,7 +46,14 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 on NATS. Pool elements (PEs) register under a pool handle with the name servers
 and stay registered while they renew; pool users resolve a pool handle into PEs
 chosen by the pool's policy, watch a pool's members change, and report PEs that
-failed them. Events are signed with your user nkey (--key, created on first use).
+failed them.
+
+Credentials: with --creds FILE (a NATS .creds file) events are signed with its
+nkey and carry its JWT. Without --creds, rsp looks for the credentials of the
+command's role in the name server's data folder (--data, default .rsp):
+DIR/auth/creds/<scope>/pe.creds for register and deregister, pu.creds for the
+rest. Without either (a name server run with --insecure), events are signed
+with your own user nkey (--key, created on first use).
 
 Exit status: 0 on success, 1 on failure, 2 on a usage error (unknown command or
 flag, wrong arguments, a name that breaks the protocol's rules).`,
@@ -76,6 +88,11 @@ flag, wrong arguments, a name that breaks the protocol's rules).`,
 	f := root.PersistentFlags()
 	f.StringVar(&g.natsURL, "nats", envOr("RSP_NATS", nats.DefaultURL), "NATS server `URL`s, comma-separated (env RSP_NATS)")
 	f.StringVar(&g.scope, "scope", envOr("RSP_SCOPE", events.DefaultScope), "rsp scope `NAME` (env RSP_SCOPE)")
+	f.StringVar(&g.creds, "creds", os.Getenv("RSP_CREDS"), "NATS credentials `FILE` (env RSP_CREDS)")
+	f.StringVar(&g.data, "data", envOr("RSP_DATA", ".rsp"), "the name server's data `DIR`: credentials are looked up in DIR/auth (env RSP_DATA)")
+	f.StringVar(&g.tlsCA, "tls-ca", os.Getenv("RSP_TLS_CA"), "PEM CA `FILE` that verifies the NATS servers (env RSP_TLS_CA)")
+	f.StringVar(&g.tlsCert, "tls-cert", os.Getenv("RSP_TLS_CERT"), "PEM client certificate `FILE`, for servers that verify clients (env RSP_TLS_CERT)")
+	f.StringVar(&g.tlsKey, "tls-key", os.Getenv("RSP_TLS_KEY"), "PEM private key `FILE` of --tls-cert (env RSP_TLS_KEY)")
 	f.StringVar(&g.keyFile, "key", envOr("RSP_KEY", defaultKeyFile()), "user nkey seed `FILE` that signs events, created on first use (env RSP_KEY)")
 	f.DurationVar(&g.timeout, "timeout", rspclient.DefaultTimeout, "bound for connecting and for each wait")
 	f.BoolVarP(&g.verbose, "verbose", "v", false, "debug logs on stderr")
@@ -120,41 +137,60 @@ func (g *globals) setup() error {
 	return nil
 }
 
-// connect connects to NATS and makes a client. withKey loads (or creates)
-// the key file; commands that sign nothing lasting use a throwaway key.
-func (g *globals) connect(withKey bool) (*nats.Conn, *rspclient.Client, error) {
-	var kp nkeys.KeyPair
-	if withKey {
+// storeDir is where the installation's auth store lives: <data>/auth.
+func (g *globals) storeDir() string { return filepath.Join(g.data, "auth") }
+
+// credsFor returns the credentials file for a command of role: --creds,
+// or the role's file in the data folder when there is one, or "".
+func (g *globals) credsFor(role auth.Role) string {
+	if g.creds != "" {
+		return g.creds
+	}
+	path := filepath.Join(g.storeDir(), "creds", g.scope, string(role)+".creds")
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	return ""
+}
+
+// dial connects to --nats with creds (may be empty) and the TLS flags.
+func (g *globals) dial(ctx context.Context, name, creds string) (*nats.Conn, error) {
+	cfg := natsconn.Config{URLs: g.natsURL, Name: name, Creds: creds, Timeout: g.timeout, Logger: g.log}
+	if g.tlsCA != "" || g.tlsCert != "" || g.tlsKey != "" {
+		t, err := natsconn.TLSFiles(g.tlsCA, g.tlsCert, g.tlsKey)
+		if err != nil {
+			return nil, err
+		}
+		cfg.TLS = t
+	}
+	return natsconn.Dial(ctx, cfg)
+}
+
+// connect connects to NATS as role and makes a client. With credentials
+// their nkey signs; without, a command whose signature must name a lasting
+// identity (stableKey: registrations, failure reports) signs with the --key
+// file, and the others with a throwaway key.
+func (g *globals) connect(role auth.Role, stableKey bool) (*nats.Conn, *rspclient.Client, error) {
+	creds := g.credsFor(role)
+	opts := []rspclient.Option{rspclient.WithScope(g.scope), rspclient.WithTimeout(g.timeout), rspclient.WithLogger(g.log)}
+	switch {
+	case creds != "":
+		opts = append(opts, rspclient.WithCreds(creds))
+	case stableKey:
 		if g.keyFile == "" {
 			return nil, nil, usagef("--key is not set and there is no user config directory")
 		}
-		k, err := rspclient.LoadOrCreateKey(g.keyFile)
+		kp, err := rspclient.LoadOrCreateKey(g.keyFile)
 		if err != nil {
 			return nil, nil, err
 		}
-		kp = k
-	}
-	nc, err := nats.Connect(g.natsURL,
-		nats.Name("rsp-cli"),
-		nats.Timeout(g.timeout),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			g.log.Warn("disconnected from NATS", "err", err)
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			g.log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
-		}),
-	)
-	if err != nil {
-		return nil, nil, fmt.Errorf("connect %s: %w", g.natsURL, err)
-	}
-	g.log.Debug("connected", "url", nc.ConnectedUrlRedacted())
-	opts := []rspclient.Option{rspclient.WithScope(g.scope), rspclient.WithTimeout(g.timeout), rspclient.WithLogger(g.log)}
-	if kp != nil {
 		opts = append(opts, rspclient.WithKey(kp))
 	}
+	nc, err := g.dial(context.Background(), "rsp-cli", creds)
+	if err != nil {
+		return nil, nil, err
+	}
+	g.log.Debug("connected", "url", nc.ConnectedUrlRedacted(), "creds", creds)
 	c, err := rspclient.New(nc, opts...)
 	if err != nil {
 		nc.Close()

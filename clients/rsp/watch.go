@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/nameserver/auth"
 )
 
 func newWatchCmd(g *globals) *cobra.Command {
@@ -22,7 +23,7 @@ the change's JSON body. Exits 0 on SIGINT or SIGTERM.`,
   rsp watch echo --json | jq .pe_id`,
 		Args: exactArgs("POOL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nc, c, err := g.connect(false)
+			nc, c, err := g.connect(auth.RolePU, false)
 			if err != nil {
 				return err
 			}

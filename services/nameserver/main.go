@@ -4,12 +4,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -20,7 +22,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/rserpool/rsp/clients/natsconn"
+	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/nameserver/auth"
 	"github.com/rserpool/rsp/services/nameserver/embedded"
 	"github.com/rserpool/rsp/services/nameserver/server"
 )
@@ -35,7 +39,10 @@ type options struct {
 	skew      time.Duration
 	logLevel  string
 	logFormat string
-	creds     string
+	creds     []string
+	insecure  bool
+
+	operatorKeys []string
 
 	tlsCert, tlsKey, tlsCA string
 	clusterListen, routes  string
@@ -87,7 +94,9 @@ name in upper case with "-" as "_" (RSP_DATA, RSP_NATS, RSP_SCOPE=a,b).`,
 	f.StringVar(&o.id, "id", "", "id of this replica (default: host name and a random suffix)")
 	f.IntVar(&o.replicas, "replicas", 1, "replicas of the stream and buckets this server creates")
 	f.DurationVar(&o.skew, "clock-skew", 30*time.Second, "allowed difference between an event's time and this server's clock")
-	f.StringVar(&o.creds, "creds", "", "NATS credentials FILE for --nats mode")
+	f.StringArrayVar(&o.creds, "creds", nil, "with --nats: NATS credentials of a nameserver user, FILE for every scope or SCOPE=FILE (repeatable)")
+	f.StringSliceVar(&o.operatorKeys, "operator-key", nil, "with --nats: operator public keys trusted to sign the scope accounts' JWTs (default: any operator)")
+	f.BoolVar(&o.insecure, "insecure", false, "run the embedded server without authorization (for experiments only)")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate: the embedded server's (TLS required of clients and routes); with --nats, this server's client certificate")
 	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA: with --tls-cert on the embedded server, clients and routes must present a certificate it signed; with --nats, the CA that verifies the servers")
@@ -138,8 +147,13 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("--scope: %w", err)
 		}
 	}
+	creds, err := parseCreds(o.creds, o.scopes)
+	if err != nil {
+		return err
+	}
 	urls := o.natsURLs
 	var ns *natsserver.Server
+	var store *auth.Store
 	if urls == "" {
 		ecfg := embedded.Config{Listen: o.listen, DataDir: o.data, Logger: log,
 			ClusterListen: o.clusterListen, Routes: o.routes}
@@ -148,8 +162,15 @@ func run(ctx context.Context, o options) error {
 				return err
 			}
 		}
-		ns, err = embedded.Start(ecfg)
-		if err != nil {
+		if o.insecure {
+			log.Warn("--insecure: anyone who reaches the NATS port may connect, register any PE and read every pool; events are still signature-checked")
+		} else {
+			if store, err = auth.Init(filepath.Join(o.data, "auth"), o.scopes); err != nil {
+				return err
+			}
+			ecfg.Configure = store.Configure
+		}
+		if ns, err = embedded.Start(ecfg); err != nil {
 			return err
 		}
 		defer func() {
@@ -158,42 +179,140 @@ func run(ctx context.Context, o options) error {
 		}()
 		urls = ns.ClientURL()
 		abs, _ := filepath.Abs(o.data)
-		log.Info("embedded NATS server with JetStream started", "url", urls, "data", abs)
+		log.Info("embedded NATS server with JetStream started", "url", urls, "data", abs, "operator_mode", store != nil)
+	} else if len(creds) == 0 {
+		log.Warn("no --creds: events are signature-checked but not held against NATS JWT authorization")
 	}
-	conn := natsconn.Config{URLs: urls, Name: "rsp-nameserver", Creds: o.creds, Retry: time.Minute, Logger: log}
-	if ns != nil {
-		// In-process: no socket, no TLS to set up (so no tls:// URL).
-		conn.URLs = ""
-		conn.Options = append(conn.Options, nats.InProcessServer(ns))
-	} else if o.tlsCA != "" || o.tlsCert != "" {
-		if conn.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
+
+	var replicas []*replica
+	defer func() {
+		for _, r := range replicas {
+			r.stop(log)
+		}
+	}()
+	for _, g := range groups(o, store, creds) {
+		conn := natsconn.Config{URLs: urls, Name: "rsp-nameserver", Creds: g.creds, Retry: time.Minute, Logger: log}
+		if ns != nil {
+			// In-process: no socket, no TLS to set up (so no tls:// URL).
+			conn.URLs = ""
+			conn.Options = append(conn.Options, nats.InProcessServer(ns))
+		} else if o.tlsCA != "" || o.tlsCert != "" {
+			if conn.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
+				return err
+			}
+		}
+		r, err := startReplica(ctx, conn, server.Config{
+			Scopes: g.scopes, ID: o.id, Replicas: o.replicas, ClockSkew: o.skew, Logger: log, Auth: g.auth,
+		})
+		if err != nil {
 			return err
 		}
+		replicas = append(replicas, r)
 	}
-	nc, err := natsconn.Dial(ctx, conn)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-
-	srv, err := server.Start(ctx, nc, server.Config{
-		Scopes: o.scopes, ID: o.id, Replicas: o.replicas, ClockSkew: o.skew, Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	fmt.Printf(`rsp name server %s serving scope(s) %s
-NATS client URL: %s
-Connect with:
-  rsp --nats %s pools
-  nats --server %s req rsp.%s.resolve.POOL ''
-Stop with Ctrl-C.
-`, srv.ID(), strings.Join(o.scopes, ", "), urls, urls, urls, o.scopes[0])
+	fmt.Print(banner(replicas[0].srv.ID(), o, urls, store))
 	<-ctx.Done()
 	log.Info("shutting down")
-	srv.Stop()
-	if err := nc.Drain(); err != nil {
+	return nil
+}
+
+// group is a set of scopes served on one connection. In operator mode each
+// scope is an account of its own, so each scope gets its own connection.
+type group struct {
+	scopes []string
+	creds  string
+	auth   *server.AuthConfig
+}
+
+func groups(o options, store *auth.Store, creds map[string]string) []group {
+	switch {
+	case store != nil:
+		var gs []group
+		for _, sc := range o.scopes {
+			acct, _ := store.AccountJWT(sc)
+			gs = append(gs, group{scopes: []string{sc}, creds: store.CredsPath(sc, auth.RoleNameServer),
+				auth: &server.AuthConfig{AccountJWT: acct, Operators: []string{store.OperatorPublicKey()}}})
+		}
+		return gs
+	case len(creds) > 0:
+		var gs []group
+		for _, sc := range o.scopes {
+			gs = append(gs, group{scopes: []string{sc}, creds: cmp.Or(creds[sc], creds[""]),
+				auth: &server.AuthConfig{Operators: o.operatorKeys}})
+		}
+		return gs
+	}
+	return []group{{scopes: o.scopes}}
+}
+
+// parseCreds reads --creds values: FILE for every scope, or SCOPE=FILE.
+func parseCreds(values, scopes []string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, v := range values {
+		scope, file, found := strings.Cut(v, "=")
+		if !found {
+			scope, file = "", v
+		} else if !slices.Contains(scopes, scope) {
+			return nil, fmt.Errorf("--creds %s: scope %q is not served (--scope)", v, scope)
+		}
+		m[scope] = file
+	}
+	if len(m) > 0 && m[""] == "" {
+		for _, sc := range scopes {
+			if m[sc] == "" {
+				return nil, fmt.Errorf("--creds: no credentials for scope %s (give FILE or %s=FILE)", sc, sc)
+			}
+		}
+	}
+	return m, nil
+}
+
+// replica is a name server on its own connection.
+type replica struct {
+	nc  *nats.Conn
+	srv *server.NameServer
+}
+
+func startReplica(ctx context.Context, conn natsconn.Config, cfg server.Config) (*replica, error) {
+	nc, err := natsconn.Dial(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	if conn.Creds != "" {
+		// The nkey that the JWT names signs the answers, and the JWT goes
+		// with them.
+		if cfg.JWT, cfg.Key, err = rspclient.LoadCreds(conn.Creds); err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
+	srv, err := server.Start(ctx, nc, cfg)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &replica{nc: nc, srv: srv}, nil
+}
+
+func (r *replica) stop(log *slog.Logger) {
+	r.srv.Stop()
+	if err := r.nc.Drain(); err != nil {
 		log.Warn("drain", "err", err)
 	}
-	return nil
+}
+
+func banner(id string, o options, urls string, store *auth.Store) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "rsp name server %s serving scope(s) %s\nNATS client URL: %s\n", id, strings.Join(o.scopes, ", "), urls)
+	if store == nil {
+		fmt.Fprintf(&b, "Connect with:\n  rsp --nats %s pools\n  nats --server %s req rsp.%s.resolve.POOL ''\n", urls, urls, o.scopes[0])
+	} else {
+		dir, _ := filepath.Abs(o.data)
+		creds := filepath.Join(dir, "auth", "creds", o.scopes[0])
+		fmt.Fprintf(&b, "Operator mode: anonymous connections are refused.\n")
+		fmt.Fprintf(&b, "Credentials: %s/{pe,pu,admin}.creds (more with 'rsp auth user')\n", creds)
+		fmt.Fprintf(&b, "Connect with:\n  rsp --nats %s --data %s pools\n", urls, dir)
+		fmt.Fprintf(&b, "  nats --server %s --creds %s req rsp.%s.resolve.POOL ''\n", urls, filepath.Join(creds, "pu.creds"), o.scopes[0])
+	}
+	b.WriteString("Stop with Ctrl-C.\n")
+	return b.String()
 }

@@ -22,17 +22,22 @@ import (
 )
 
 // TestBinary builds the name server and runs it as a real process: it must
-// start its embedded NATS, print the client URL, answer resolutions, and
-// exit 0 on SIGTERM.
+// start its embedded NATS in operator mode, refuse anonymous connections,
+// print the client URL, answer resolutions of each scope to that scope's
+// users, and exit 0 on SIGTERM.
 func TestBinary(t *testing.T) {
 	data := t.TempDir()
 	cmd, url := startBinary(t, "--listen", "127.0.0.1:0", "--data", data, "--scope", "default", "--scope", "lab")
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
+	if nc, err := nats.Connect(url, nats.Timeout(2*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("anonymous connection accepted")
 	}
-	defer nc.Close()
 	for _, scope := range []string{"default", "lab"} {
+		nc, err := nats.Connect(url, nats.UserCredentials(credsOf(data, scope, "pu")))
+		if err != nil {
+			t.Fatalf("scope %s: %v", scope, err)
+		}
+		defer nc.Close()
 		m, err := nc.Request(events.Subject(scope, events.KindResolve, "nothing"), nil, 5*time.Second)
 		if err != nil {
 			t.Fatalf("scope %s: %v", scope, err)
@@ -61,6 +66,24 @@ var binOnce struct {
 	sync.Once
 	path string
 	err  error
+}
+
+func credsOf(data, scope, role string) string {
+	return filepath.Join(data, "auth", "creds", scope, role+".creds")
+}
+
+// TestInsecure keeps the open mode for experiments.
+func TestInsecure(t *testing.T) {
+	_, url := startBinary(t, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--insecure")
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	m, err := nc.Request("rsp.default.resolve.echo", nil, 5*time.Second)
+	if err != nil || !strings.Contains(string(m.Data), "not_found") {
+		t.Fatalf("resolution: %v", err)
+	}
 }
 
 // startBinary builds the name server once and starts it with args; it
@@ -116,15 +139,17 @@ func startBinary(t *testing.T, args ...string) (*exec.Cmd, string) {
 // resolves over TLS; with --tls-ca, clients must also show a certificate.
 func TestTLS(t *testing.T) {
 	pki := nstest.NewPKI(t)
-	_, url := startBinary(t, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey)
-	if _, err := nats.Connect(url, nats.Timeout(2*time.Second)); err == nil {
+	data := t.TempDir()
+	pu := nats.UserCredentials(credsOf(data, "default", "pu"))
+	_, url := startBinary(t, "--listen", "127.0.0.1:0", "--data", data, "--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey)
+	if _, err := nats.Connect(url, pu, nats.Timeout(2*time.Second)); err == nil {
 		t.Fatal("plain connection accepted by a TLS server")
 	}
 	tlsc, err := natsconn.TLSFiles(pki.CA, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(url, nats.Secure(tlsc))
+	nc, err := nats.Connect(url, pu, nats.Secure(tlsc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,13 +162,15 @@ func TestTLS(t *testing.T) {
 		t.Fatalf("resolution over TLS: %v %s", err, m.Data)
 	}
 
-	_, url = startBinary(t, "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--tls-ca", pki.CA)
-	if nc, err := nats.Connect(url, nats.Secure(tlsc), nats.Timeout(2*time.Second)); err == nil {
+	data = t.TempDir()
+	pu = nats.UserCredentials(credsOf(data, "default", "pu"))
+	_, url = startBinary(t, "--listen", "127.0.0.1:0", "--data", data, "--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--tls-ca", pki.CA)
+	if nc, err := nats.Connect(url, pu, nats.Secure(tlsc), nats.Timeout(2*time.Second)); err == nil {
 		nc.Close()
 		t.Fatal("client without a certificate accepted with --tls-ca")
 	}
 	mtls, _ := natsconn.TLSFiles(pki.CA, pki.ClientCert, pki.ClientKey)
-	nc2, err := nats.Connect(url, nats.Secure(mtls))
+	nc2, err := nats.Connect(url, pu, nats.Secure(mtls))
 	if err != nil {
 		t.Fatal(err)
 	}
