@@ -21,7 +21,10 @@ import (
 
 // Candidate is what a policy sees of one PE.
 type Candidate struct {
-	ID            string
+	ID string
+	// Rev changes whenever the PE re-registers (its name-space revision);
+	// policies with per-PE counters reset them when it changes.
+	Rev           uint64
 	Weight        int
 	Priority      int
 	Load          float64
@@ -42,6 +45,9 @@ type Picker interface {
 type Builder interface {
 	Name() string
 	Build() Picker
+	// Validate checks one PE's parameters for this policy; the error is an
+	// *events.FieldError naming the field (policy.weight, ...).
+	Validate(c Candidate) error
 }
 
 var (
@@ -86,8 +92,9 @@ type builderFunc struct {
 	build func() Picker
 }
 
-func (b builderFunc) Name() string  { return b.name }
-func (b builderFunc) Build() Picker { return b.build() }
+func (b builderFunc) Name() string             { return b.name }
+func (b builderFunc) Build() Picker            { return b.build() }
+func (b builderFunc) Validate(Candidate) error { return nil }
 
 // Default is the policy of a PE that names none.
 const Default = "round_robin"
