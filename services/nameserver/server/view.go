@@ -187,11 +187,7 @@ func (p *pool) without(id string) *pool {
 func candidates(ms []*member) []policy.Candidate {
 	c := make([]policy.Candidate, len(ms))
 	for i, m := range ms {
-		pp := m.rec.Policy
-		c[i] = policy.Candidate{
-			ID: m.rec.PEID, Weight: pp.Weight, Priority: pp.Priority, Load: pp.Load,
-			Degradation: pp.Degradation, LoadIncrement: pp.LoadIncrement, Meta: m.rec.Meta,
-		}
+		c[i] = policy.CandidateOf(m.rec.PEID, m.rev, m.rec.Policy, m.rec.Meta)
 	}
 	return c
 }
