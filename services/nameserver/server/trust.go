@@ -85,7 +85,7 @@ type scopeTrust struct {
 	cur       atomic.Pointer[jwt.AccountClaims]
 	// firstErr is why the bucket's first value was not used (set before
 	// the watch reports ready).
-	firstErr error
+	firstErr atomic.Pointer[error]
 }
 
 // accept makes token the current account JWT if it is one of this scope's
@@ -137,34 +137,19 @@ func (t *scopeTrust) watch(ctx context.Context, kv jetstream.KeyValue, ready cha
 	if err != nil {
 		return fmt.Errorf("watch %s.%s: %w", AuthBucket, t.scope, err)
 	}
-	defer func() { _ = w.Stop() }()
 	source := AuthBucket + "." + t.scope
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("watch of " + source + " ended")
-			}
-			switch {
-			case e == nil:
-				if ready != nil {
-					close(ready)
-					ready = nil
-				}
-			case e.Operation() != jetstream.KeyValuePut:
-				t.log.Warn("account JWT removed from the bucket: keeping the last one", "key", source)
-			default:
-				if err := t.accept(string(e.Value()), fmt.Sprintf("%s revision %d", source, e.Revision())); err != nil {
-					t.log.Warn("account JWT not used", "err", err)
-					if ready != nil {
-						t.firstErr = err
-					}
-				}
+	return follow(ctx, w, ready, func(e jetstream.KeyValueEntry) {
+		if e.Operation() != jetstream.KeyValuePut {
+			t.log.Warn("account JWT removed from the bucket: keeping the last one", "key", source)
+			return
+		}
+		if err := t.accept(string(e.Value()), fmt.Sprintf("%s revision %d", source, e.Revision())); err != nil {
+			t.log.Warn("account JWT not used", "err", err)
+			if t.cur.Load() == nil {
+				t.firstErr.Store(&err)
 			}
 		}
-	}
+	})
 }
 
 // startTrust sets up JWT authorization of scope: the initial account JWT
@@ -198,8 +183,8 @@ func (n *NameServer) startTrust(ctx, runCtx context.Context, kv jetstream.KeyVal
 	if t.cur.Load() == nil {
 		err := fmt.Errorf("JWT authorization: no usable account JWT of account %s for scope %s: put it in the key-value bucket %s, key %s (rsp auth), or set Config.Auth.AccountJWT",
 			t.account, scope, AuthBucket, scope)
-		if t.firstErr != nil {
-			err = fmt.Errorf("%w (%v)", err, t.firstErr)
+		if first := t.firstErr.Load(); first != nil {
+			err = fmt.Errorf("%w (%v)", err, *first)
 		}
 		return nil, err
 	}

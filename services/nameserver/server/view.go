@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -63,14 +64,20 @@ func (v *view) run(ctx context.Context, kv jetstream.KeyValue, ready chan<- stru
 	if err != nil {
 		return fmt.Errorf("watch bucket %s: %w", kv.Bucket(), err)
 	}
-	defer w.Stop()
+	return follow(ctx, w, ready, v.apply)
+}
+
+// follow feeds the entries of a key-value watch to apply until ctx ends;
+// ready is closed at the end of the initial values.
+func follow(ctx context.Context, w jetstream.KeyWatcher, ready chan<- struct{}, apply func(jetstream.KeyValueEntry)) error {
+	defer func() { _ = w.Stop() }()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil
+				return errors.New("the key-value watch ended")
 			}
 			if e == nil {
 				if ready != nil {
@@ -79,7 +86,7 @@ func (v *view) run(ctx context.Context, kv jetstream.KeyValue, ready chan<- stru
 				}
 				continue
 			}
-			v.apply(e)
+			apply(e)
 		}
 	}
 }
