@@ -217,3 +217,23 @@ func TestReplicasShareWork(t *testing.T) {
 	}
 	_ = b
 }
+
+// TestOnlyPEMayChangePolicy: the first PE sets the pool's policy, and while
+// it is alone it may change it; resolution follows.
+func TestOnlyPEMayChangePolicy(t *testing.T) {
+	s := startNATS(t)
+	startNameServer(t, s, server.Config{})
+	nc := connect(t, s)
+	pe := newSigner(t, nc)
+	if out := pe.register("solo", registration("only", 1)); !out.Accepted {
+		t.Fatal(out.Error)
+	}
+	reg := registration("only", 2)
+	reg.Policy.Name = "random"
+	if out := pe.register("solo", reg); !out.Accepted {
+		t.Fatal(out.Error)
+	}
+	if a := resolve(t, nc, "solo", events.ResolveRequest{}); a.Policy != "random" {
+		t.Fatalf("pool policy %q after its only PE changed it to random", a.Policy)
+	}
+}

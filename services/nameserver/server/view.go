@@ -156,7 +156,9 @@ func (p *pool) with(name string, m *member) *pool {
 		np.policy, np.picker = p.policy, p.picker
 		np.members = slices.Clone(p.members)
 	}
-	if np.picker == nil {
+	// The first PE sets the pool's policy; the only PE may change it.
+	onlySelf := len(np.members) == 1 && np.members[0].rec.PEID == m.rec.PEID
+	if np.picker == nil || (onlySelf && np.policy != m.rec.Policy.Name) {
 		np.policy = m.rec.Policy.Name
 		b, ok := policy.Get(np.policy)
 		if !ok {
