@@ -31,7 +31,9 @@ SIGINT or SIGTERM deregisters the PE and exits 0. It exits 1 if the name server
 refuses the registration, or if it is lost (refused or unanswered renewals for a
 whole lifetime). Each --addr is one transport: tcp:HOST:PORT, udp:HOST:PORT,
 sctp:HOST:PORT, http:URL or nats:SUBJECT. Without --id the PE gets a random id;
-with --id the same key (--key) can deregister it later from another process.`,
+with --id the same key (--key) can deregister it later from another process.
+
+Policies (the pool's first PE sets it): `+strings.Join(policy.Names(), ", ")+`.`,
 		Example: `  rsp register echo --addr tcp:10.0.0.5:7 --id echo-1 --meta zone=a
   rsp register jobs --addr nats:svc.jobs.w1 --policy least_used --load 0.25 --lifetime 10s`,
 		Args: exactArgs("POOL"),
@@ -56,6 +58,8 @@ with --id the same key (--key) can deregister it later from another process.`,
 	f.IntVar(&pol.Weight, "weight", 0, "weight `N` ≥ 1 for weighted policies")
 	f.IntVar(&pol.Priority, "priority", 0, "priority `N` ≥ 0 for priority policies")
 	f.Float64Var(&pol.Load, "load", 0, "load `F`, a fraction in [0, 1], for load-based policies")
+	f.Float64Var(&pol.Degradation, "degradation", 0, "load degradation `F` in [0, 1] per selection, for the *_degradation policies")
+	f.Float64Var(&pol.LoadIncrement, "load-increment", 0, "load increment `F` in [0, 1], for the priority_least_used policies")
 	f.StringArrayVar(&metas, "meta", nil, "metadata `KEY=VALUE`; repeatable")
 	return cmd
 }

@@ -25,7 +25,8 @@ chose them, and print them as a table (PE_ID TRANSPORTS POLICY LOAD) or, with
 --json, as the answer's JSON body. The answer must be signed over this request's
 nonce, or it is refused. An unknown or empty pool is an error (not_found).`,
 		Example: `  rsp resolve echo
-  rsp resolve echo --max 5 --exclude echo-3 --affinity echo-1 --json`,
+  rsp resolve echo --max 5 --exclude echo-3 --affinity echo-1 --json
+  rsp resolve echo --hint zone=a`,
 		Args: exactArgs("POOL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			nc, c, err := g.connect(auth.RolePU, false)
@@ -54,6 +55,7 @@ nonce, or it is refused. An unknown or empty pool is an error (not_found).`,
 	f.IntVar(&req.Max, "max", 0, "at most `N` PEs (default: the name server's, 3)")
 	f.StringSliceVar(&req.Exclude, "exclude", nil, "leave out PE `ID`s known to have failed; repeatable or comma-separated")
 	f.StringVar(&req.Affinity, "affinity", "", "return PE `ID` first if it is still in the pool")
+	f.StringToStringVar(&req.Hint, "hint", nil, "selection hint `KEY=VALUE` for the policy, e.g. zone=a (PEs whose meta zone is a come first); repeatable")
 	f.BoolVar(&asJSON, "json", false, "print the answer as JSON")
 	return cmd
 }

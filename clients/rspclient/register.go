@@ -127,6 +127,9 @@ func (pe PE) body() (events.Registration, error) {
 	if err := probe.Validate(probe.Time, events.DefaultClockSkew); err != nil {
 		return events.Registration{}, err
 	}
+	if err := policy.ValidateParams(body.Policy.Name, policy.CandidateOf(body.PEID, 0, body.Policy, body.Meta)); err != nil {
+		return events.Registration{}, err
+	}
 	return body, nil
 }
 

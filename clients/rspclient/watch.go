@@ -23,6 +23,58 @@ func (c *Client) Watch(ctx context.Context, pool string) (<-chan events.Change, 
 	if err := events.CheckPool(pool); err != nil {
 		return nil, fmt.Errorf("watch: %w", err)
 	}
+	w, err := c.startWatch(ctx, pool)
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", pool, err)
+	}
+	// Forward the snapshot, then the queued and live changes.
+	out := make(chan events.Change)
+	go func() {
+		defer close(out)
+		defer w.stop()
+		for _, ch := range w.snap {
+			select {
+			case out <- ch:
+			case <-ctx.Done():
+				return
+			}
+		}
+		for {
+			ch, ok := w.q.pop(ctx)
+			if !ok {
+				return
+			}
+			ch, keep := w.m.apply(ch)
+			if !keep {
+				continue
+			}
+			select {
+			case out <- ch:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// poolWatch is a watch of one pool whose snapshot has been read: snap holds
+// the current members as "add" changes, q the changes announced since the
+// subscription, which go through m (m.apply) to drop those snap already
+// reflects. Watch and Cache are built on it.
+type poolWatch struct {
+	sub  *nats.Subscription
+	q    *queue
+	m    *merger
+	snap []events.Change
+}
+
+// stop ends the subscription.
+func (w *poolWatch) stop() { _ = w.sub.Unsubscribe() }
+
+// startWatch subscribes to the changes of pool and then reads its members,
+// bounded by the client's timeout.
+func (c *Client) startWatch(ctx context.Context, pool string) (*poolWatch, error) {
 	// 1. Listen to changes first, into a queue, so none falls between the
 	//    snapshot and the live stream.
 	q := newQueue()
@@ -35,13 +87,9 @@ func (c *Client) Watch(ctx context.Context, pool string) (<-chan events.Change, 
 		q.push(ch)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("watch %s: %w", pool, err)
+		return nil, err
 	}
 	sub.SetClosedHandler(func(string) { q.close() })
-	fail := func(err error) (<-chan events.Change, error) {
-		_ = sub.Unsubscribe()
-		return nil, fmt.Errorf("watch %s: %w", pool, err)
-	}
 	// 2. Once the subscription is in place, read the current members.
 	sctx, cancel := c.wait(ctx)
 	err = c.nc.FlushWithContext(sctx)
@@ -52,38 +100,11 @@ func (c *Client) Watch(ctx context.Context, pool string) (<-chan events.Change, 
 	}
 	cancel()
 	if err != nil {
-		return fail(err)
+		_ = sub.Unsubscribe()
+		return nil, err
 	}
-	// 3. Forward the snapshot, then the queued and live changes.
-	out := make(chan events.Change)
-	go func() {
-		defer close(out)
-		defer func() { _ = sub.Unsubscribe() }()
-		m := newMerger(c.scope, barrier)
-		for _, ch := range m.snapshot(snap) {
-			select {
-			case out <- ch:
-			case <-ctx.Done():
-				return
-			}
-		}
-		for {
-			ch, ok := q.pop(ctx)
-			if !ok {
-				return
-			}
-			ch, keep := m.apply(ch)
-			if !keep {
-				continue
-			}
-			select {
-			case out <- ch:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return out, nil
+	m := newMerger(c.scope, barrier)
+	return &poolWatch{sub: sub, q: q, m: m, snap: m.snapshot(snap)}, nil
 }
 
 // snapshot returns the records of pool in the name space, each with its

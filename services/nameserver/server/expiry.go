@@ -41,6 +41,9 @@ func (x *expiry) handle(m jetstream.Msg) error {
 		el := rec.Element()
 		ch.Element = &el
 	}
+	// As for registrations: announce once this replica's view no longer
+	// resolves the PE.
+	x.view.waitFor(meta.Sequence.Stream, viewWait)
 	x.log.Info("PE expired", "pool", poolName, "pe_id", peID)
 	return x.nc.Publish(events.Subject(x.scope, events.KindChanges, poolName), events.Marshal(ch))
 }

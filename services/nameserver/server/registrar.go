@@ -162,8 +162,8 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := policy.Get(reg.Policy.Name); !ok {
-		return nil, badRequest(events.Errf("policy.name", "%q is not a known policy (%s)", reg.Policy.Name, strings.Join(policy.Names(), ", ")))
+	if err := policy.ValidateParams(reg.Policy.Name, policy.CandidateOf(reg.PEID, 0, reg.Policy, reg.Meta)); err != nil {
+		return nil, badRequest(err)
 	}
 	if pp := g.view.poolPolicy(poolName, reg.PEID); pp != "" && pp != reg.Policy.Name {
 		return nil, reject(events.CodeConflict, "pool %s uses policy %s, not %s", poolName, pp, reg.Policy.Name)

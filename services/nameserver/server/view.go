@@ -285,7 +285,7 @@ func (v *view) resolve(poolName string, q *events.ResolveRequest) (*bytes.Buffer
 			}
 		}
 	}
-	chosen = p.picker.Pick(chosen, cands, min(want+len(chosen), len(cands)), q.Hint)
+	chosen = policy.Select(p.picker, chosen, cands, min(want+len(chosen), len(cands)), q.Hint)
 
 	b := answerBufs.Get().(*bytes.Buffer)
 	b.Reset()

@@ -1,0 +1,5 @@
+//go:build !race
+
+package rspclient
+
+const raceEnabled = false
