@@ -33,7 +33,7 @@ whole lifetime). Each --addr is one transport: tcp:HOST:PORT, udp:HOST:PORT,
 sctp:HOST:PORT, http:URL or nats:SUBJECT. Without --id the PE gets a random id;
 with --id the same key (--key) can deregister it later from another process.
 
-Policies (the pool's first PE sets it): `+strings.Join(policy.Names(), ", ")+`.`,
+Policies (the pool's first PE sets it): ` + strings.Join(policy.Names(), ", ") + `.`,
 		Example: `  rsp register echo --addr tcp:10.0.0.5:7 --id echo-1 --meta zone=a
   rsp register jobs --addr nats:svc.jobs.w1 --policy least_used --load 0.25 --lifetime 10s`,
 		Args: exactArgs("POOL"),
