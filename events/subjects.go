@@ -32,6 +32,13 @@ func OutcomeSubject(scope, pool, peID string) string {
 	return Subject(scope, KindOutcome, pool) + "." + peID
 }
 
+// ServiceSubject is the conventional subject of a PE's "nats" transport
+// (rsp extension): rsp.<scope>.svc.<pool>.<pe_id>. PE credentials may
+// subscribe to it for their pools, PU credentials may send requests to it.
+func ServiceSubject(scope, pool, peID string) string {
+	return "rsp." + scope + ".svc." + pool + "." + peID
+}
+
 // EventSubjects are the subjects RSP_EVENTS captures, for all scopes.
 func EventSubjects() []string {
 	return []string{"rsp.*.register.*", "rsp.*.deregister.*", "rsp.*.failure.*"}

@@ -23,6 +23,16 @@ type PolicyParams struct {
 	LoadIncrement float64 `json:"load_increment,omitempty"`
 }
 
+// Conn names the NATS connection a PE registered over (rsp extension): the
+// server's id and the client id the server gave the connection. When that
+// connection closes, the name server takes the PE out at once (reason
+// "disconnected") unless it registers again over a new one within the
+// grace period.
+type Conn struct {
+	Server string `json:"server"`
+	CID    uint64 `json:"cid"`
+}
+
 // Registration is the body of a register event.
 type Registration struct {
 	PEID       string            `json:"pe_id"`
@@ -32,6 +42,7 @@ type Registration struct {
 	Transports []Transport       `json:"transports"`
 	Policy     PolicyParams      `json:"policy"`
 	Meta       map[string]string `json:"meta,omitempty"`
+	Conn       *Conn             `json:"conn,omitempty"`
 }
 
 // Deregistration is the body of a deregister event.
@@ -87,6 +98,7 @@ type Record struct {
 	UpdatedAt    time.Time         `json:"updated_at"`
 	LastSeq      uint64            `json:"last_seq"`
 	Home         string            `json:"home_nameserver"`
+	Conn         *Conn             `json:"conn,omitempty"`
 }
 
 // Element is a PE as resolution answers and changes show it.
