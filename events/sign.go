@@ -17,6 +17,11 @@ const (
 	HeaderJWT       = "Rsp-Jwt"
 	HeaderNonce     = "Rsp-Nonce"
 	HeaderMsgID     = nats.MsgIdHdr // Nats-Msg-Id
+	// HeaderCheck (value "1") marks a name server's check of a reported
+	// PE's nats transport (rsp extension): a request with an empty body
+	// to the transport's subject. Any answer passes; a PE may answer it
+	// at once with an empty body without running its service.
+	HeaderCheck = "Rsp-Check"
 )
 
 var sigEncoding = base64.RawURLEncoding

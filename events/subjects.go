@@ -39,6 +39,33 @@ func ServiceSubject(scope, pool, peID string) string {
 	return "rsp." + scope + ".svc." + pool + "." + peID
 }
 
+// ServiceSubjects is the wildcard of every PE service subject of pool in
+// scope: rsp.<scope>.svc.<pool>.>.
+func ServiceSubjects(scope, pool string) string {
+	return "rsp." + scope + ".svc." + pool + ".>"
+}
+
+// DisconnectExport is the stream the system account exports (rsp
+// extension, operator mode): NATS servers publish a client_disconnect
+// advisory on $SYS.ACCOUNT.<account>.DISCONNECT when a client connection
+// of that account closes. The export puts the account in token 3
+// (DisconnectAccountToken), so each account may import its own only.
+const (
+	DisconnectExport       = "$SYS.ACCOUNT.*.DISCONNECT"
+	DisconnectAccountToken = 3
+)
+
+// DisconnectSubject is where the disconnect advisories of account (A...)
+// appear, in the system account and, through the import every scope
+// account has, in the account itself.
+func DisconnectSubject(account string) string {
+	return "$SYS.ACCOUNT." + account + ".DISCONNECT"
+}
+
+// ReportsBucket is the key-value bucket holding the failure reports of
+// scope (rsp extension): key <pool>.<pe_id>, value ReportSet.
+func ReportsBucket(scope string) string { return "rsp_" + scope + "_reports" }
+
 // EventSubjects are the subjects RSP_EVENTS captures, for all scopes.
 func EventSubjects() []string {
 	return []string{"rsp.*.register.*", "rsp.*.deregister.*", "rsp.*.failure.*"}

@@ -108,3 +108,18 @@ func TestParseSubjectKnownGaps(t *testing.T) {
 		}
 	}
 }
+
+func TestExtensionSubjects(t *testing.T) {
+	if got := ServiceSubjects("default", "echo"); got != "rsp.default.svc.echo.>" {
+		t.Errorf("ServiceSubjects = %s", got)
+	}
+	if got := DisconnectSubject("ACCT"); got != "$SYS.ACCOUNT.ACCT.DISCONNECT" {
+		t.Errorf("DisconnectSubject = %s", got)
+	}
+	if tok := strings.Split(DisconnectExport, ".")[DisconnectAccountToken-1]; tok != "*" {
+		t.Errorf("token %d of %s is %q, want *", DisconnectAccountToken, DisconnectExport, tok)
+	}
+	if got := ReportsBucket("default"); got != "rsp_default_reports" {
+		t.Errorf("ReportsBucket = %s", got)
+	}
+}

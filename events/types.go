@@ -33,6 +33,11 @@ type Conn struct {
 	CID    uint64 `json:"cid"`
 }
 
+// Reports is the value of a key <pool>.<pe_id> of the bucket
+// rsp_<scope>_reports (rsp extension): when each reporter (the signer's
+// user nkey) last reported the PE within the scope's report window.
+type Reports map[string]time.Time
+
 // Registration is the body of a register event.
 type Registration struct {
 	PEID       string            `json:"pe_id"`

@@ -102,7 +102,22 @@ func (r *Registration) Validate(now time.Time, skew time.Duration) error {
 			return Errf("transports["+itoa(i)+"]."+fe.Field, "%s", fe.Rule)
 		}
 	}
-	return r.Policy.validate()
+	if err := r.Policy.validate(); err != nil {
+		return err
+	}
+	return r.Conn.validate()
+}
+
+func (c *Conn) validate() error {
+	switch {
+	case c == nil:
+		return nil
+	case c.Server == "":
+		return Errf("conn.server", "is required (the id of the NATS server the PE is connected to)")
+	case c.CID == 0:
+		return Errf("conn.cid", "must be an integer ≥ 1 (the client id the NATS server gave the connection)")
+	}
+	return nil
 }
 
 func (t Transport) validate() error {

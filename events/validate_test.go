@@ -78,6 +78,9 @@ func TestRegistrationValidate(t *testing.T) {
 		{"policy load negative", func(r *Registration) { r.Policy.Load = -0.01 }, "policy.load"},
 		{"policy degradation", func(r *Registration) { r.Policy.Degradation = 2 }, "policy.degradation"},
 		{"policy load_increment", func(r *Registration) { r.Policy.LoadIncrement = -1 }, "policy.load_increment"},
+		{"conn", func(r *Registration) { r.Conn = &Conn{Server: "NSERVER", CID: 7} }, ""},
+		{"conn without server", func(r *Registration) { r.Conn = &Conn{CID: 7} }, "conn.server"},
+		{"conn cid 0", func(r *Registration) { r.Conn = &Conn{Server: "NSERVER"} }, "conn.cid"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -84,7 +84,7 @@ func compileAll() {
 
 // Names returns the names of the message schemas, sorted: "change",
 // "deregistration", "failure_report", "outcome", "record",
-// "registration", "resolve_answer", "resolve_request".
+// "registration", "reports", "resolve_answer", "resolve_request".
 func Names() []string {
 	once.Do(compileAll)
 	return append([]string(nil), names...)

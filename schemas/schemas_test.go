@@ -52,7 +52,7 @@ func signer(t *testing.T) string {
 }
 
 func TestNames(t *testing.T) {
-	want := []string{"change", "deregistration", "failure_report", "outcome", "record", "registration", "resolve_answer", "resolve_request"}
+	want := []string{"change", "deregistration", "failure_report", "outcome", "record", "registration", "reports", "resolve_answer", "resolve_request"}
 	got := Names()
 	if !slices.Equal(got, want) {
 		t.Fatalf("Names() = %v, want %v", got, want)
@@ -96,11 +96,19 @@ func TestEventsMessages(t *testing.T) {
 		PEID: reg.PEID, Pool: "echo", LifetimeMS: reg.LifetimeMS, Transports: reg.Transports, Policy: reg.Policy, Meta: reg.Meta,
 		Signer: signer(t), RegisteredAt: now, UpdatedAt: now.Add(time.Second), LastSeq: 42, Home: "ns-1",
 	}
+	withConn := reg
+	withConn.Conn = &events.Conn{Server: "NDFEZC5NHKVDAYPBBUWT7FLGWRRSHLEBAT6TWG4VDPIBGXDPGGLSYHX7", CID: 10}
+	recConn := rec
+	recConn.Conn = withConn.Conn
 	cases := []struct {
 		schema string
 		msg    any
 	}{
 		{"registration", reg},
+		{"registration", withConn},
+		{"record", recConn},
+		{"reports", events.Reports{signer(t): now, signer(t): now.Add(-time.Second)}},
+		{"reports", events.Reports{}},
 		{"registration", &minimal},
 		{"deregistration", events.Deregistration{PEID: "echo-1", Seq: 43, Time: now}},
 		{"failure_report", events.FailureReport{PEID: "echo-1", Time: now, Reason: "connect refused"}},
@@ -271,6 +279,11 @@ func TestInvalid(t *testing.T) {
 		{"record with bad pool", "record", mutate(t, rec, func(m map[string]any) { m["pool"] = "a.b" }), "/pool"},
 		{"record last_seq 0", "record", mutate(t, rec, func(m map[string]any) { m["last_seq"] = 0 }), "/last_seq"},
 		{"record bad updated_at", "record", mutate(t, rec, func(m map[string]any) { m["updated_at"] = "yesterday" }), "/updated_at"},
+		{"record conn without cid", "record", mutate(t, rec, func(m map[string]any) { m["conn"] = map[string]any{"server": "N1"} }), "/conn"},
+		{"registration conn cid 0", "registration", mutate(t, reg, func(m map[string]any) { m["conn"] = map[string]any{"server": "N1", "cid": 0} }), "/conn/cid"},
+		{"registration conn server empty", "registration", mutate(t, reg, func(m map[string]any) { m["conn"] = map[string]any{"server": "", "cid": 3} }), "/conn/server"},
+		{"reports bad reporter", "reports", []byte(`{"not-a-key":"2026-01-01T00:00:00Z"}`), ""},
+		{"reports bad time", "reports", []byte(`{"` + signer(t) + `":"soon"}`), ""},
 		{"max 129", "resolve_request", []byte(`{"max":129}`), "/max"},
 		{"max 0", "resolve_request", []byte(`{"max":0}`), "/max"},
 		{"bad exclude", "resolve_request", []byte(`{"exclude":["ok","not ok"]}`), "/exclude/1"},
@@ -339,6 +352,9 @@ func TestAgreesWithEvents(t *testing.T) {
 		{"degradation -0.5", func(r *events.Registration) { r.Policy.Degradation = -0.5 }, false},
 		{"load_increment 2", func(r *events.Registration) { r.Policy.LoadIncrement = 2 }, false},
 		{"no policy name", func(r *events.Registration) { r.Policy.Name = "" }, false},
+		{"conn", func(r *events.Registration) { r.Conn = &events.Conn{Server: "N1", CID: 1} }, true},
+		{"conn cid 0", func(r *events.Registration) { r.Conn = &events.Conn{Server: "N1"} }, false},
+		{"conn no server", func(r *events.Registration) { r.Conn = &events.Conn{CID: 4} }, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

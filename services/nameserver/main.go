@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -43,6 +44,11 @@ type options struct {
 	insecure  bool
 
 	operatorKeys []string
+
+	disconnectGrace time.Duration
+	maxBadReports   []string
+	reportWindow    []string
+	checkReported   bool
 
 	tlsCert, tlsKey, tlsCA string
 	clusterListen, routes  string
@@ -102,6 +108,10 @@ name in upper case with "-" as "_" (RSP_DATA, RSP_NATS, RSP_SCOPE=a,b).`,
 	f.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA: with --tls-cert on the embedded server, clients and routes must present a certificate it signed; with --nats, the CA that verifies the servers")
 	f.StringVar(&o.clusterListen, "cluster-listen", "", "HOST:PORT for cluster routes of the embedded server (empty: no cluster)")
 	f.StringVar(&o.routes, "routes", "", "comma-separated nats-route:// URLs of the other cluster members")
+	f.DurationVar(&o.disconnectGrace, "disconnect-grace", server.DefaultDisconnectGrace, "how long a PE whose NATS connection closed may take to register again over a new one before it is taken out (operator mode; negative: off)")
+	f.StringSliceVar(&o.maxBadReports, "max-bad-pe-reports", nil, "distinct reporters within the report window that take a PE out: N for every scope or SCOPE=N (repeatable; default 3)")
+	f.StringSliceVar(&o.reportWindow, "report-window", nil, "how long a failure report counts: DURATION for every scope or SCOPE=DURATION (repeatable; default 10s)")
+	f.BoolVar(&o.checkReported, "check-reported", true, "check a reported PE itself (request to its nats transport, TCP connect to its tcp transport) and take it out at once if that fails")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	return cmd
@@ -148,6 +158,10 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	creds, err := parseCreds(o.creds, o.scopes)
+	if err != nil {
+		return err
+	}
+	reports, err := parseReports(o.maxBadReports, o.reportWindow, o.scopes)
 	if err != nil {
 		return err
 	}
@@ -203,6 +217,9 @@ func run(ctx context.Context, o options) error {
 		}
 		r, err := startReplica(ctx, conn, server.Config{
 			Scopes: g.scopes, ID: o.id, Replicas: o.replicas, ClockSkew: o.skew, Logger: log, Auth: g.auth,
+			DisconnectGrace: o.disconnectGrace, NoChecks: !o.checkReported,
+			MaxBadPEReports: reports.defaults.MaxBadPEReports, ReportWindow: reports.defaults.Window,
+			ScopeReports: reports.forScopes(g.scopes),
 		})
 		if err != nil {
 			return err
@@ -264,6 +281,76 @@ func parseCreds(values, scopes []string) (map[string]string, error) {
 		}
 	}
 	return m, nil
+}
+
+// reportFlags are the failure-report settings of --max-bad-pe-reports
+// and --report-window: defaults for every scope, and per scope.
+type reportFlags struct {
+	defaults server.ReportSettings
+	scopes   map[string]server.ReportSettings
+}
+
+// forScopes are the per-scope settings of scopes (those served by one
+// replica).
+func (r reportFlags) forScopes(scopes []string) map[string]server.ReportSettings {
+	out := map[string]server.ReportSettings{}
+	for _, sc := range scopes {
+		if rs, ok := r.scopes[sc]; ok {
+			out[sc] = rs
+		}
+	}
+	return out
+}
+
+// parseReports reads --max-bad-pe-reports (N or SCOPE=N) and
+// --report-window (DURATION or SCOPE=DURATION).
+func parseReports(maxBad, window, scopes []string) (reportFlags, error) {
+	r := reportFlags{scopes: map[string]server.ReportSettings{}}
+	split := func(flag, v string) (string, string, error) {
+		scope, val, found := strings.Cut(v, "=")
+		if !found {
+			return "", v, nil
+		}
+		if !slices.Contains(scopes, scope) {
+			return "", "", fmt.Errorf("--%s %s: scope %q is not served (--scope)", flag, v, scope)
+		}
+		return scope, val, nil
+	}
+	for _, v := range maxBad {
+		scope, val, err := split("max-bad-pe-reports", v)
+		if err != nil {
+			return r, err
+		}
+		n, err := strconv.Atoi(val)
+		if err != nil || n < 1 {
+			return r, fmt.Errorf("--max-bad-pe-reports %s: %q is not a whole number ≥ 1", v, val)
+		}
+		if scope == "" {
+			r.defaults.MaxBadPEReports = n
+		} else {
+			rs := r.scopes[scope]
+			rs.MaxBadPEReports = n
+			r.scopes[scope] = rs
+		}
+	}
+	for _, v := range window {
+		scope, val, err := split("report-window", v)
+		if err != nil {
+			return r, err
+		}
+		d, err := time.ParseDuration(val)
+		if err != nil || d <= 0 {
+			return r, fmt.Errorf("--report-window %s: %q is not a positive duration (10s, 1m)", v, val)
+		}
+		if scope == "" {
+			r.defaults.Window = d
+		} else {
+			rs := r.scopes[scope]
+			rs.Window = d
+			r.scopes[scope] = rs
+		}
+	}
+	return r, nil
 }
 
 // replica is a name server on its own connection.

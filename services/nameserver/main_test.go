@@ -182,7 +182,8 @@ func TestTLS(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"--scope", "Bad Scope"}, {"--listen", "nowhere"}, {"--log-level", "loud"}} {
+	for _, args := range [][]string{{"--scope", "Bad Scope"}, {"--listen", "nowhere"}, {"--log-level", "loud"},
+		{"--max-bad-pe-reports", "0"}, {"--max-bad-pe-reports", "lab=3"}, {"--report-window", "soon"}, {"--report-window", "default=-1s"}} {
 		cmd := command()
 		cmd.SetArgs(append(args, "--data", t.TempDir()))
 		cmd.SetOut(io.Discard)
@@ -193,5 +194,21 @@ func TestBadFlags(t *testing.T) {
 		if !strings.Contains(err.Error(), strings.TrimPrefix(args[0], "--")) {
 			t.Fatalf("%v: error %q does not name the flag", args, err)
 		}
+	}
+}
+
+func TestParseReports(t *testing.T) {
+	r, err := parseReports([]string{"5", "lab=2"}, []string{"lab=1m", "30s"}, []string{"default", "lab"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.defaults.MaxBadPEReports != 5 || r.defaults.Window != 30*time.Second {
+		t.Fatalf("defaults %+v", r.defaults)
+	}
+	if got := r.forScopes([]string{"lab"})["lab"]; got.MaxBadPEReports != 2 || got.Window != time.Minute {
+		t.Fatalf("lab %+v", got)
+	}
+	if got := r.forScopes([]string{"default"}); len(got) != 0 {
+		t.Fatalf("default has overrides %+v", got)
 	}
 }

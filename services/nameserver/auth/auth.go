@@ -314,7 +314,7 @@ func (s *Store) ensureAccountJWT(path, name string, kp, signing nkeys.KeyPair) (
 			ac = c
 		}
 	}
-	if ac != nil && ac.Issuer == mustPub(s.operator) && accountComplete(ac, name, signing) {
+	if ac != nil && ac.Issuer == mustPub(s.operator) && s.accountComplete(ac, name, signing) {
 		return tok, nil
 	}
 	if ac == nil {
@@ -325,8 +325,40 @@ func (s *Store) ensureAccountJWT(path, name string, kp, signing nkeys.KeyPair) (
 	if signing != nil {
 		ac.SigningKeys.Add(mustPub(signing))
 		ac.Limits.JetStreamLimits = unlimitedJetStream
+		ac.Imports = slices.DeleteFunc(ac.Imports, func(i *jwt.Import) bool { return i.Name == disconnectShare })
+		ac.Imports.Add(s.disconnectImport(pub))
+	} else {
+		ac.Exports = slices.DeleteFunc(ac.Exports, func(e *jwt.Export) bool { return e.Name == disconnectShare })
+		ac.Exports.Add(disconnectExport())
 	}
 	return s.signAccount(path, ac)
+}
+
+// disconnectShare names the system account's export of the disconnect
+// advisories and each scope account's import of its own.
+const disconnectShare = "rsp-disconnects"
+
+// disconnectExport is the system account's stream export of
+// $SYS.ACCOUNT.*.DISCONNECT, with the account in token 3: an account may
+// import only $SYS.ACCOUNT.<itself>.DISCONNECT, its own clients'
+// disconnects. The name servers use it to take out at once the PEs whose
+// connection closed (see package server).
+func disconnectExport() *jwt.Export {
+	return &jwt.Export{
+		Name: disconnectShare, Subject: events.DisconnectExport, Type: jwt.Stream,
+		AccountTokenPosition: events.DisconnectAccountToken,
+		Info:                 jwt.Info{Description: "client disconnect advisories; each account may import its own"},
+	}
+}
+
+// disconnectImport is a scope account's import of its own disconnect
+// advisories; they appear in the account on the same subject,
+// $SYS.ACCOUNT.<account>.DISCONNECT.
+func (s *Store) disconnectImport(accountPub string) *jwt.Import {
+	return &jwt.Import{
+		Name: disconnectShare, Subject: jwt.Subject(events.DisconnectSubject(accountPub)),
+		Account: mustPub(s.sys), Type: jwt.Stream,
+	}
 }
 
 var unlimitedJetStream = jwt.JetStreamLimits{
@@ -336,14 +368,26 @@ var unlimitedJetStream = jwt.JetStreamLimits{
 	Consumer:      jwt.NoLimit,
 }
 
-func accountComplete(ac *jwt.AccountClaims, name string, signing nkeys.KeyPair) bool {
+// accountComplete tells whether ac is all an account JWT of the store
+// must be; one made by an older version (say, without the disconnect
+// export or import) is not, and Init signs it again.
+func (s *Store) accountComplete(ac *jwt.AccountClaims, name string, signing nkeys.KeyPair) bool {
 	if ac.Name != name || !ac.Limits.DisallowBearer {
 		return false
 	}
 	if signing == nil {
-		return true
+		want := disconnectExport()
+		return slices.ContainsFunc(ac.Exports, func(e *jwt.Export) bool {
+			return e.Name == want.Name && e.Subject == want.Subject && e.Type == want.Type &&
+				e.AccountTokenPosition == want.AccountTokenPosition && !e.TokenReq
+		})
 	}
-	return ac.SigningKeys.Contains(mustPub(signing)) && ac.Limits.JetStreamLimits == unlimitedJetStream
+	want := s.disconnectImport(ac.Subject)
+	return ac.SigningKeys.Contains(mustPub(signing)) && ac.Limits.JetStreamLimits == unlimitedJetStream &&
+		slices.ContainsFunc(ac.Imports, func(i *jwt.Import) bool {
+			return i.Name == want.Name && i.Subject == want.Subject && i.Account == want.Account &&
+				i.Type == want.Type && i.LocalSubject == ""
+		})
 }
 
 // signAccount signs ac with the operator and saves it at path.
@@ -431,7 +475,7 @@ func (s *Store) ensureScope(scope string) error {
 func samePermissions(a, b jwt.Permissions) bool {
 	return slices.Equal(a.Pub.Allow, b.Pub.Allow) && slices.Equal(a.Pub.Deny, b.Pub.Deny) &&
 		slices.Equal(a.Sub.Allow, b.Sub.Allow) && slices.Equal(a.Sub.Deny, b.Sub.Deny) &&
-		a.Resp == nil && b.Resp == nil
+		((a.Resp == nil && b.Resp == nil) || (a.Resp != nil && b.Resp != nil && *a.Resp == *b.Resp))
 }
 
 // loadJWT reads a JWT file and checks that its subject is kp.

@@ -28,6 +28,10 @@ const (
 	RolePU Role = "pu"
 )
 
+// ResponseTTL is how long a PE may take to answer a request it received
+// (its user JWT's response permission): one reply each, within this time.
+const ResponseTTL = 2 * time.Minute
+
 // AllPools in a pool list stands for every pool of the scope.
 const AllPools = "*"
 
@@ -56,10 +60,13 @@ func ParseRole(s string) (Role, error) {
 //   - nameserver, admin: publish and subscribe ">" (pools must be empty or
 //     AllPools).
 //   - pe (pools required): publish rsp.<scope>.register.<P> and
-//     rsp.<scope>.deregister.<P>; subscribe rsp.<scope>.outcome.<P>.> and
-//     _INBOX.> (PubAcks and replies).
+//     rsp.<scope>.deregister.<P>; subscribe rsp.<scope>.outcome.<P>.>,
+//     rsp.<scope>.svc.<P>.> (its "nats" transports, events.ServiceSubject)
+//     and _INBOX.> (PubAcks and replies); answer the requests it receives
+//     (response permission: one reply per request, within ResponseTTL).
 //   - pu (pools default AllPools): publish rsp.<scope>.resolve.<P>,
-//     rsp.<scope>.failure.<P>, and the read-only JetStream API of bucket
+//     rsp.<scope>.failure.<P>, rsp.<scope>.svc.<P>.> (requests to the PEs'
+//     "nats" transports), and the read-only JetStream API of bucket
 //     rsp_<scope> (stream KV_rsp_<scope>, "S" below) that the Go client's
 //     KeyValue, Get, GetRevision, Watch/WatchFiltered and ListKeys use:
 //     $JS.API.INFO, $JS.API.STREAM.INFO.S, $JS.API.CONSUMER.CREATE.S and
@@ -90,14 +97,19 @@ func Permissions(scope string, role Role, pools []string) (jwt.Permissions, erro
 				events.Subject(scope, events.KindRegister, pool),
 				events.Subject(scope, events.KindDeregister, pool),
 			)
-			p.Sub.Allow.Add(events.Subject(scope, events.KindOutcome, pool) + ".>")
+			p.Sub.Allow.Add(
+				events.Subject(scope, events.KindOutcome, pool)+".>",
+				events.ServiceSubjects(scope, pool),
+			)
 		}
 		p.Sub.Allow.Add("_INBOX.>")
+		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: ResponseTTL}
 	case RolePU:
 		for _, pool := range pools {
 			p.Pub.Allow.Add(
 				events.Subject(scope, events.KindResolve, pool),
 				events.Subject(scope, events.KindFailure, pool),
+				events.ServiceSubjects(scope, pool),
 			)
 			p.Sub.Allow.Add(events.Subject(scope, events.KindChanges, pool))
 		}

@@ -15,6 +15,79 @@
 //     even while no name server runs; the server's MaxAge marker reaches one
 //     replica through a shared consumer on the bucket's stream, which
 //     publishes the remove change with reason "expired".
+//   - failure detection: disconnects and failure reports take a PE out
+//     before its lifetime ends (below).
+//
+// # Failure detection
+//
+// A PE leaves the name space in four ways: it deregisters
+// ("deregistered"), its lifetime runs out ("expired"), its NATS
+// connection closes ("disconnected"), or it is reported failed
+// ("failed").
+//
+// Disconnects. A registration names the NATS connection it came over
+// (events.Conn: server id and client id), and the record keeps it; the
+// view indexes the live PEs by connection. When a client connection
+// closes, for whatever reason (process killed, socket reset, Close
+// without deregistering), the NATS server it was on publishes a
+// client_disconnect advisory on $SYS.ACCOUNT.<account>.DISCONNECT, within
+// milliseconds (~1-2 ms after a kill -9). The system account exports that
+// stream with the account in token 3 and each scope account imports its
+// own (package auth sets both up), so a replica with a JWT identity
+// (operator mode) subscribes to its account's subject, in queue group
+// rsp-nameservers: one replica takes each advisory. It waits
+// Config.DisconnectGrace (default 250 ms), then removes every PE whose
+// record still names that connection: a purge with compare-and-set on the
+// revision it read, a remove change with reason "disconnected" and the
+// element, a log line. A PE whose client reconnected and registered again
+// within the grace names its new connection and stays. Connections a
+// server closes because it shuts down are ignored (their clients move to
+// another server and register again).
+//
+// This signal comes from the server that held the connection, costs no
+// polling and no traffic while nothing happens, and arrives in
+// milliseconds, where lifetimes are seconds: a crashed PE is gone from
+// resolution after about the grace period. It does not see what keeps a
+// TCP connection open: a hung process, or a host or network that died
+// without closing the socket, is noticed by the NATS server's pings only
+// after minutes (PingInterval × MaxPingsOut), and the registration
+// lifetime (per-key TTL) covers it. Insecure mode (no accounts, no JWT
+// identity) has no account to import the advisories into: there only the
+// lifetime (and failure reports) apply. An advisory missed (a replica that
+// dies in the grace, an overflow of pending disconnects) also leaves the
+// PE to its lifetime.
+//
+// Failure reports. A PU that finds a PE failed publishes a signed report
+// (rsp.<scope>.failure.<pool>); the reporter is its signer. Reports go
+// through RSP_EVENTS like the other events, so one replica handles each,
+// and they are counted in the key-value bucket rsp_<scope>_reports, key
+// <pool>.<pe_id>, whose value maps each reporter to the time of its last
+// report (events.Reports); it is updated with compare-and-set, and each
+// write sets the key's TTL to the report window, so replicas count
+// together and the reports of a PE nobody reports go away. Reports older
+// than the window are dropped; a reporter counts once however often it
+// reports; reports about PEs the view does not know are ignored (logged
+// at debug). Once MaxBadPEReports distinct reporters (default 3) reported
+// a PE within ReportWindow (default 10 s), both per scope
+// (Config.ScopeReports), the PE is removed with reason "failed" and its
+// reports forgotten. One reporter can thus never take out a PE; in
+// insecure mode, where anyone can make new keys, neither are reporters
+// scarce.
+//
+// The replica may also check a reported PE itself (unless Config.NoChecks):
+// a request with header Rsp-Check and an empty body to a nats transport
+// (no responders, or no answer within Config.CheckTimeout, default 500 ms,
+// is a failure), or a TCP connect to a tcp transport (same timeout). Only
+// nats transports on the pool's service subjects (rsp.<scope>.svc.<pool>.>,
+// where pe users may serve) are requested: the name server may publish
+// anywhere in its account, and a PE must not aim it at, say, the
+// JetStream API. Up to four transports are tried in order until one
+// passes. If all fail, the PE is removed at once (reason "failed"); if
+// one passes, the report only counts. Checks run in the background, at
+// most one per PE per second and at most eight at a time per replica (a
+// report beyond that only counts), so a flood of reports cannot turn the
+// name servers into a traffic source; the same registration must still
+// be in place when a failed check removes it.
 //
 // # Security
 //

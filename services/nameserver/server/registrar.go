@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -31,6 +32,14 @@ type registrar struct {
 	trust *scopeTrust // JWT authorization; nil when off
 	log   *slog.Logger
 	now   func() time.Time
+
+	// Failure reports (reports.go).
+	reports  jetstream.KeyValue // rsp_<scope>_reports
+	rs       ReportSettings
+	checks   *checker
+	noChecks bool
+	checkMu  sync.Mutex
+	checked  map[string]time.Time // key → last check started here
 }
 
 // rejection is an event refused with an outcome code.
@@ -59,8 +68,7 @@ func (g *registrar) handle(ctx context.Context, msg *nats.Msg, redelivered bool)
 		case events.KindDeregister:
 			change, err = g.deregister(ctx, msg, poolName)
 		case events.KindFailure:
-			g.failure(msg, poolName)
-			return nil
+			return g.failure(ctx, msg, poolName)
 		default:
 			err = events.Errf("subject", "%q is not an event subject", msg.Subject)
 		}
@@ -178,7 +186,7 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 		rec := events.Record{
 			PEID: reg.PEID, Pool: poolName, LifetimeMS: reg.Lifetime().Milliseconds(),
 			Transports: reg.Transports, Policy: reg.Policy, Meta: reg.Meta,
-			Signer: signer, RegisteredAt: now, UpdatedAt: now, LastSeq: reg.Seq, Home: g.home,
+			Signer: signer, RegisteredAt: now, UpdatedAt: now, LastSeq: reg.Seq, Home: g.home, Conn: reg.Conn,
 		}
 		if old == nil {
 			newRev, err := g.kv.Create(ctx, key, events.Marshal(rec), jetstream.KeyTTL(reg.Lifetime()))
@@ -243,18 +251,6 @@ func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName stri
 	})
 }
 
-// failure takes a failure report. Counting reporters and taking a PE out
-// comes with failure detection (issue 5); for now a valid report is logged.
-func (g *registrar) failure(msg *nats.Msg, poolName string) {
-	var rep events.FailureReport
-	signer, err := g.verify(msg, &rep)
-	if err != nil {
-		g.log.Info("failure report refused", "subject", msg.Subject, "reason", err)
-		return
-	}
-	g.log.Info("failure report", "pool", poolName, "pe_id", rep.PEID, "reporter", signer, "reason", rep.Reason)
-}
-
 // viewWait bounds how long an outcome waits for this replica's view to
 // show the change, so that a PE told "accepted" is resolvable at once.
 const viewWait = time.Second
@@ -266,13 +262,19 @@ const tombstoneTTL = time.Minute
 // rev, with a TTL. It is a raw publish because kv.Put and kv.Update cannot
 // carry a per-message TTL (see nats-facts.md).
 func (g *registrar) write(ctx context.Context, key string, val []byte, rev uint64, ttl time.Duration, purge bool) (uint64, error) {
-	m := nats.NewMsg("$KV." + g.kv.Bucket() + "." + key)
+	return writeKV(ctx, g.js, g.kv.Bucket(), key, val, rev, ttl, purge)
+}
+
+// writeKV stores a new revision of key in bucket (or a purge marker)
+// over revision rev, with a TTL.
+func writeKV(ctx context.Context, js jetstream.JetStream, bucket, key string, val []byte, rev uint64, ttl time.Duration, purge bool) (uint64, error) {
+	m := nats.NewMsg("$KV." + bucket + "." + key)
 	m.Data = val
 	if purge {
 		m.Header.Set("KV-Operation", "PURGE")
 		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	}
-	ack, err := g.js.PublishMsg(ctx, m, jetstream.WithMsgTTL(ttl), jetstream.WithExpectLastSequencePerSubject(rev))
+	ack, err := js.PublishMsg(ctx, m, jetstream.WithMsgTTL(ttl), jetstream.WithExpectLastSequencePerSubject(rev))
 	if err != nil {
 		return 0, err
 	}
@@ -303,21 +305,51 @@ func isCASConflict(err error) bool {
 
 // retryCAS runs apply again, with backoff, while it loses compare-and-set
 // races against another replica; other results end it.
-func retryCAS(ctx context.Context, apply func() (*events.Change, error)) (*events.Change, error) {
+func retryCAS[T any](ctx context.Context, apply func() (T, error)) (T, error) {
 	b := backoff.WithContext(backoff.WithMaxRetries(newBackoff(5*time.Millisecond, time.Second), 10), ctx)
-	var change *events.Change
+	var result T
 	err := backoff.Retry(func() error {
 		var err error
-		change, err = apply()
+		result, err = apply()
 		if err != nil && !isCASConflict(err) {
 			return backoff.Permanent(err)
 		}
 		return err
 	}, b)
 	if isCASConflict(err) {
-		return nil, reject(events.CodeUnavailable, "the record kept changing under concurrent writes; try again")
+		var zero T
+		return zero, reject(events.CodeUnavailable, "the record kept changing under concurrent writes; try again")
 	}
-	return change, err
+	return result, err
+}
+
+// removeIf takes the PE of key out of the name space with reason, if its
+// current record satisfies cond: a purge with compare-and-set on the
+// revision read, retried when the record changed under it (cond is then
+// asked again). It publishes the remove change (once this replica's view
+// no longer resolves the PE) and logs it; nil when there was nothing to
+// remove.
+func (g *registrar) removeIf(ctx context.Context, key, reason string, cond func(*events.Record) bool, logArgs ...any) (*events.Change, error) {
+	change, err := retryCAS(ctx, func() (*events.Change, error) {
+		old, rev, err := g.current(ctx, key)
+		if err != nil || old == nil || !cond(old) {
+			return nil, err
+		}
+		newRev, err := g.write(ctx, key, nil, rev, tombstoneTTL, true)
+		if err != nil {
+			return nil, err
+		}
+		return g.change(newRev, events.OpRemove, reason, old), nil
+	})
+	if err != nil || change == nil {
+		return nil, err
+	}
+	g.view.waitFor(change.Revision, viewWait)
+	g.log.Info("PE removed", append([]any{"pool", change.Pool, "pe_id", change.PEID, "reason", reason, "revision", change.Revision}, logArgs...)...)
+	if err := g.nc.Publish(events.Subject(g.scope, events.KindChanges, change.Pool), events.Marshal(change)); err != nil {
+		return change, fmt.Errorf("publish change: %w", err)
+	}
+	return change, nil
 }
 
 func newBackoff(initial, maxInterval time.Duration) *backoff.ExponentialBackOff {

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,6 +48,26 @@ type Config struct {
 	AckWait time.Duration
 	// StartTimeout bounds setting up and loading the name space; default 30 s.
 	StartTimeout time.Duration
+
+	// DisconnectGrace is how long a PE whose NATS connection closed may
+	// take to register again over a new one before it is taken out
+	// (reason "disconnected"); default 250 ms, negative turns disconnect
+	// detection off. It needs a JWT identity (operator mode): see the
+	// package doc.
+	DisconnectGrace time.Duration
+	// MaxBadPEReports is how many distinct reporters must report a PE
+	// within ReportWindow to take it out (reason "failed"); default 3.
+	MaxBadPEReports int
+	// ReportWindow is how long a failure report counts; default 10 s.
+	ReportWindow time.Duration
+	// ScopeReports overrides MaxBadPEReports and ReportWindow per scope;
+	// zero fields keep the defaults above.
+	ScopeReports map[string]ReportSettings
+	// NoChecks turns off the replica's own check of a reported PE (a
+	// request to its nats transport, a TCP connect to its tcp transport).
+	NoChecks bool
+	// CheckTimeout bounds one check of a transport; default 500 ms.
+	CheckTimeout time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -93,7 +115,68 @@ func (c *Config) defaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.DisconnectGrace == 0 {
+		c.DisconnectGrace = DefaultDisconnectGrace
+	}
+	if c.MaxBadPEReports == 0 {
+		c.MaxBadPEReports = DefaultMaxBadPEReports
+	}
+	if c.ReportWindow == 0 {
+		c.ReportWindow = DefaultReportWindow
+	}
+	if c.MaxBadPEReports < 0 || c.ReportWindow < 0 {
+		return events.Errf("MaxBadPEReports", "and ReportWindow must not be negative")
+	}
+	for sc, rs := range c.ScopeReports {
+		if !slices.Contains(c.Scopes, sc) {
+			return events.Errf("ScopeReports", "scope %q is not served (Scopes)", sc)
+		}
+		if rs.MaxBadPEReports < 0 || rs.Window < 0 {
+			return events.Errf("ScopeReports", "scope %s: MaxBadPEReports and Window must not be negative", sc)
+		}
+	}
+	for _, sc := range c.Scopes {
+		// rsp_<a>_reports is both scope a's reports bucket and scope
+		// a_reports's name space: in one account they cannot both be.
+		if base, ok := strings.CutSuffix(sc, reportsSuffix); ok && slices.Contains(c.Scopes, base) {
+			return events.Errf("Scopes", "%s and %s cannot be served together: bucket %s would be both %s's name space and %s's failure reports",
+				base, sc, events.Bucket(sc), sc, base)
+		}
+	}
+	if c.CheckTimeout == 0 {
+		c.CheckTimeout = DefaultCheckTimeout
+	}
 	return nil
+}
+
+// Defaults of failure detection.
+const (
+	DefaultDisconnectGrace = 250 * time.Millisecond
+	DefaultMaxBadPEReports = 3
+	DefaultReportWindow    = 10 * time.Second
+	DefaultCheckTimeout    = 500 * time.Millisecond
+)
+
+const reportsSuffix = "_reports"
+
+// ReportSettings are the failure-report settings of one scope.
+type ReportSettings struct {
+	// MaxBadPEReports is how many distinct reporters take a PE out.
+	MaxBadPEReports int
+	// Window is how long a report counts.
+	Window time.Duration
+}
+
+// reportSettings are the settings of scope, defaults filled in.
+func (c *Config) reportSettings(scope string) ReportSettings {
+	rs := c.ScopeReports[scope]
+	if rs.MaxBadPEReports == 0 {
+		rs.MaxBadPEReports = c.MaxBadPEReports
+	}
+	if rs.Window == 0 {
+		rs.Window = c.ReportWindow
+	}
+	return rs
 }
 
 // NameServer is a running replica. Stop it with Stop.
@@ -107,6 +190,10 @@ type NameServer struct {
 	subs     []*nats.Subscription
 	consumes []jetstream.ConsumeContext
 	wg       sync.WaitGroup
+	checks   *checker
+	// disconnects takes out the PEs whose connection closed; nil when
+	// disconnect detection is off.
+	disconnects *disconnects
 }
 
 // Names of the durable consumers shared by all replicas.
@@ -133,14 +220,16 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*NameServer, error) 
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	n := &NameServer{cfg: cfg, ident: ident, cancel: cancel, views: map[string]*view{}}
+	n := &NameServer{cfg: cfg, ident: ident, cancel: cancel, views: map[string]*view{},
+		checks: newChecker(nc, cfg.CheckTimeout, cfg.Logger)}
 	setupCtx, setupCancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer setupCancel()
 	if err := n.start(setupCtx, runCtx, nc, js); err != nil {
 		n.Stop()
 		return nil, err
 	}
-	cfg.Logger.Info("name server serving", "id", cfg.ID, "scopes", cfg.Scopes, "key", n.PublicKey(), "jwt_auth", cfg.Auth != nil)
+	cfg.Logger.Info("name server serving", "id", cfg.ID, "scopes", cfg.Scopes, "key", n.PublicKey(), "jwt_auth", cfg.Auth != nil,
+		"disconnect_detection", n.disconnects != nil)
 	return n, nil
 }
 
@@ -166,12 +255,17 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 			return err
 		}
 	}
+	registrars := map[string]*registrar{}
 	for _, scope := range cfg.Scopes {
 		log := cfg.Logger.With("scope", scope)
 		var trust *scopeTrust
 		if authKV != nil {
 			if trust, err = n.startTrust(ctx, runCtx, authKV, scope, log); err != nil {
 				return fmt.Errorf("scope %s: %w", scope, err)
+			}
+			if n.ident != nil && cfg.DisconnectGrace > 0 && !importsDisconnects(trust.cur.Load(), n.ident.account) {
+				log.Warn("the account JWT does not import its disconnect advisories from the system account: a crashed PE leaves only when its lifetime ends (run 'rsp auth init' to upgrade the accounts)",
+					"subject", events.DisconnectSubject(n.ident.account))
 			}
 		}
 		kv, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
@@ -194,7 +288,17 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 			return fmt.Errorf("scope %s: loading the name space: %w", scope, ctx.Err())
 		}
 
-		reg := &registrar{scope: scope, home: cfg.ID, nc: nc, js: js, kv: kv, view: v, skew: cfg.ClockSkew, trust: trust, log: log, now: time.Now}
+		rkv, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
+			Bucket: events.ReportsBucket(scope), History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+			LimitMarkerTTL: time.Second,
+			Description:    "rsp: failure reports of scope " + scope + " (key <pool>.<pe_id>, value reporter → time)",
+		})
+		if err != nil {
+			return err
+		}
+		reg := &registrar{scope: scope, home: cfg.ID, nc: nc, js: js, kv: kv, view: v, skew: cfg.ClockSkew, trust: trust, log: log, now: time.Now,
+			reports: rkv, rs: cfg.reportSettings(scope), checks: n.checks, noChecks: cfg.NoChecks, checked: map[string]time.Time{}}
+		registrars[scope] = reg
 		cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 			Durable: eventsConsumerPrefix + scope, FilterSubjects: events.ScopeEventSubjects(scope),
 			AckPolicy: jetstream.AckExplicitPolicy, AckWait: cfg.AckWait, MaxDeliver: -1,
@@ -239,6 +343,11 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 			return err
 		}
 	}
+	if n.ident != nil && cfg.DisconnectGrace > 0 {
+		return n.startDisconnects(runCtx, nc, registrars)
+	}
+	cfg.Logger.Info("disconnect detection off: a PE that dies leaves when its lifetime ends",
+		"why", map[bool]string{true: "no JWT identity (insecure mode)", false: "DisconnectGrace < 0"}[n.ident == nil])
 	return nil
 }
 
@@ -319,6 +428,7 @@ func (n *NameServer) Stop() {
 			}
 		}
 		n.cancel()
+		n.checks.close()
 		n.wg.Wait()
 	})
 }

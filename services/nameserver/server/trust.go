@@ -196,3 +196,16 @@ func (n *NameServer) startTrust(ctx, runCtx context.Context, kv jetstream.KeyVal
 	}
 	return t, nil
 }
+
+// importsDisconnects tells whether the account JWT ac imports the
+// disconnect advisories of account from the system account (package auth
+// makes every scope account do so), so that they reach the name servers.
+func importsDisconnects(ac *jwt.AccountClaims, account string) bool {
+	if ac == nil {
+		return false
+	}
+	return slices.ContainsFunc(ac.Imports, func(i *jwt.Import) bool {
+		return i.IsStream() && string(i.Subject) == events.DisconnectSubject(account) &&
+			(i.LocalSubject == "" || string(i.LocalSubject) == events.DisconnectSubject(account))
+	})
+}

@@ -49,12 +49,16 @@ type view struct {
 	gone map[string]events.Record
 	// changed is closed and replaced at every applied entry.
 	changed chan struct{}
+	// byConn indexes the live PEs by the NATS connection their record
+	// names (events.Conn): the keys of each connection.
+	byConn map[events.Conn]map[string]struct{}
 }
 
 const maxGone = 4096
 
 func newView(scope string, log *slog.Logger) *view {
-	return &view{scope: scope, log: log, pools: map[string]*pool{}, gone: map[string]events.Record{}, changed: make(chan struct{})}
+	return &view{scope: scope, log: log, pools: map[string]*pool{}, gone: map[string]events.Record{}, changed: make(chan struct{}),
+		byConn: map[events.Conn]map[string]struct{}{}}
 }
 
 // run applies the bucket watch to the view until ctx ends. ready is closed
@@ -112,6 +116,11 @@ func (v *view) apply(e jetstream.KeyValueEntry) {
 	close(v.changed)
 	v.changed = make(chan struct{})
 	old := v.pools[poolName]
+	if old != nil {
+		if i, found := old.find(id); found {
+			v.unindex(e.Key(), old.members[i].rec.Conn)
+		}
+	}
 	if rec == nil {
 		if old != nil {
 			if i, found := old.find(id); found {
@@ -129,7 +138,53 @@ func (v *view) apply(e jetstream.KeyValueEntry) {
 		return
 	}
 	delete(v.gone, e.Key())
+	if c := rec.Conn; c != nil {
+		keys := v.byConn[*c]
+		if keys == nil {
+			keys = map[string]struct{}{}
+			v.byConn[*c] = keys
+		}
+		keys[e.Key()] = struct{}{}
+	}
 	v.pools[poolName] = old.with(poolName, &member{rev: e.Revision(), rec: *rec, elem: events.Marshal(rec.Element())})
+}
+
+// unindex drops key from the index of conn. The caller holds v.mu.
+func (v *view) unindex(key string, c *events.Conn) {
+	if c == nil {
+		return
+	}
+	if keys := v.byConn[*c]; keys != nil {
+		delete(keys, key)
+		if len(keys) == 0 {
+			delete(v.byConn, *c)
+		}
+	}
+}
+
+// onConn returns the keys of the live PEs whose record names connection c.
+func (v *view) onConn(c events.Conn) []string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	keys := make([]string, 0, len(v.byConn[c]))
+	for k := range v.byConn[c] {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// live returns the record of key if the PE is in the view.
+func (v *view) live(key string) (events.Record, bool) {
+	poolName, id, _ := events.SplitKey(key)
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if p := v.pools[poolName]; p != nil {
+		if i, found := p.find(id); found {
+			return p.members[i].rec, true
+		}
+	}
+	return events.Record{}, false
 }
 
 // find returns the index of id in the sorted members.

@@ -1,0 +1,128 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/rserpool/rsp/events"
+)
+
+// disconnectAdvisory is what a name server reads of nats-server's
+// client_disconnect advisory (io.nats.server.advisory.v1.client_disconnect),
+// published on $SYS.ACCOUNT.<account>.DISCONNECT when a client connection
+// closes.
+type disconnectAdvisory struct {
+	Server struct {
+		ID string `json:"id"`
+	} `json:"server"`
+	Client struct {
+		ID uint64 `json:"id"`
+	} `json:"client"`
+	Reason string `json:"reason"`
+}
+
+// reasonServerShutdown is the advisory reason of connections a server
+// closes as it shuts down (lame duck mode): their clients reconnect to
+// another server and register again, so it takes no PE out.
+const reasonServerShutdown = "Server Shutdown"
+
+// maxPendingDisconnects bounds the disconnects waiting out their grace
+// period; beyond it a disconnect is dropped (logged), and the PE leaves
+// when its lifetime ends.
+const maxPendingDisconnects = 1 << 16
+
+// disconnects takes out the PEs whose NATS connection closed: one replica
+// (queue group rsp-nameservers) gets each advisory, waits the grace
+// period, then removes every PE whose record still names that connection
+// (one that registered again over a new connection in the meantime names
+// the new one). Deadlines come in order (the grace is the same for all),
+// so one goroutine waits them out one after the other.
+type disconnects struct {
+	grace   time.Duration
+	regs    map[string]*registrar // by scope
+	log     *slog.Logger
+	pending chan pendingDisconnect
+}
+
+type pendingDisconnect struct {
+	conn events.Conn
+	at   time.Time // when the advisory arrived
+}
+
+// startDisconnects subscribes to the disconnect advisories of the
+// replica's account and starts taking out PEs.
+func (n *NameServer) startDisconnects(ctx context.Context, nc *nats.Conn, regs map[string]*registrar) error {
+	d := &disconnects{grace: n.cfg.DisconnectGrace, regs: regs, log: n.cfg.Logger, pending: make(chan pendingDisconnect, maxPendingDisconnects)}
+	subject := events.DisconnectSubject(n.ident.account)
+	sub, err := nc.QueueSubscribe(subject, events.QueueGroup, d.advisory)
+	if err != nil {
+		return fmt.Errorf("disconnect advisories (%s): %w", subject, err)
+	}
+	_ = sub.SetPendingLimits(1<<16, 256<<20)
+	n.subs = append(n.subs, sub)
+	n.disconnects = d
+	n.wg.Go(func() { d.run(ctx) })
+	d.log.Info("disconnect detection on", "subject", subject, "grace", d.grace)
+	return nil
+}
+
+func (d *disconnects) advisory(m *nats.Msg) {
+	var a disconnectAdvisory
+	if err := json.Unmarshal(m.Data, &a); err != nil || a.Server.ID == "" || a.Client.ID == 0 {
+		d.log.Debug("ignoring a disconnect advisory that names no connection", "subject", m.Subject, "err", err)
+		return
+	}
+	if a.Reason == reasonServerShutdown {
+		d.log.Debug("connection closed by its server's shutdown: its PEs will register again elsewhere", "server", a.Server.ID, "cid", a.Client.ID)
+		return
+	}
+	select {
+	case d.pending <- pendingDisconnect{conn: events.Conn{Server: a.Server.ID, CID: a.Client.ID}, at: time.Now()}:
+	default:
+		d.log.Warn("too many disconnects pending: this one is left to the lifetime", "server", a.Server.ID, "cid", a.Client.ID)
+	}
+}
+
+func (d *disconnects) run(ctx context.Context) {
+	timer := time.NewTimer(0)
+	<-timer.C
+	defer timer.Stop()
+	for {
+		var p pendingDisconnect
+		select {
+		case <-ctx.Done():
+			return
+		case p = <-d.pending:
+		}
+		if wait := time.Until(p.at.Add(d.grace)); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				return
+			case <-timer.C:
+			}
+		}
+		d.handle(ctx, p)
+	}
+}
+
+// handle removes the PEs that still name p.conn.
+func (d *disconnects) handle(ctx context.Context, p pendingDisconnect) {
+	for _, g := range d.regs {
+		for _, key := range g.view.onConn(p.conn) {
+			hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := g.removeIf(hctx, key, events.ReasonDisconnected,
+				func(rec *events.Record) bool { return rec.Conn != nil && *rec.Conn == p.conn },
+				"server", p.conn.Server, "cid", p.conn.CID, "since_disconnect", time.Since(p.at).Round(time.Microsecond))
+			cancel()
+			if err != nil {
+				g.log.Warn("PE of a closed connection not removed: it leaves when its lifetime ends", "key", key, "err", err)
+			}
+		}
+	}
+}
