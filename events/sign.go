@@ -22,6 +22,16 @@ const (
 	// to the transport's subject. Any answer passes; a PE may answer it
 	// at once with an empty body without running its service.
 	HeaderCheck = "Rsp-Check"
+	// HeaderSession carries a pool user's session id on every request to a
+	// PE's nats transport (rsp extension).
+	HeaderSession = "Rsp-Session"
+	// HeaderCookie carries the state cookie (rsp extension): a PE sets it
+	// on a reply, the session presents the latest one on every request
+	// that follows, also to the PE it fails over to.
+	HeaderCookie = "Rsp-Cookie"
+	// HeaderError on a reply says the PE's handler failed the request; its
+	// value is the reason. The PE itself is fine: no failover.
+	HeaderError = "Rsp-Error"
 )
 
 var sigEncoding = base64.RawURLEncoding

@@ -136,7 +136,7 @@ func TestHelp(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "register") || !strings.Contains(r.stdout, "Example") {
 		t.Errorf("rsp --help: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
-	for _, c := range []string{"register", "deregister", "resolve", "watch", "pools", "report"} {
+	for _, c := range []string{"register", "deregister", "resolve", "watch", "pools", "report", "call"} {
 		r := e.run(c, "--help")
 		if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "rsp "+c) {
 			t.Errorf("rsp %s --help: exit %d, stdout %q, stderr %q", c, r.code, r.stdout, r.stderr)
@@ -268,7 +268,10 @@ func (p *proc) wait() int {
 func TestRegisterResolveWatchDeregister(t *testing.T) {
 	e := newEnv(t, true)
 
-	reg := e.start("register", "echo", "--addr", "tcp:127.0.0.1:7001", "--addr", "nats:svc.echo",
+	// A live address: the name server's check of the PE reported below
+	// passes, so it stays until it deregisters.
+	addr := liveAddr(t)
+	reg := e.start("register", "echo", "--addr", "tcp:"+addr, "--addr", "nats:svc.echo",
 		"--id", "echo-1", "--lifetime", "1s", "--meta", "zone=a")
 	if l := reg.line(); l != "echo-1 registered in pool echo" {
 		t.Fatalf("register printed %q", l)
@@ -283,7 +286,7 @@ func TestRegisterResolveWatchDeregister(t *testing.T) {
 		t.Fatalf("first watch line: %+v %v", ch, err)
 	}
 	plain := e.start("watch", "echo")
-	if l := plain.line(); !strings.HasPrefix(l, "add echo-1 registered rev=") || !strings.HasSuffix(l, " tcp:127.0.0.1:7001,nats:svc.echo") {
+	if l := plain.line(); !strings.HasPrefix(l, "add echo-1 registered rev=") || !strings.HasSuffix(l, " tcp:"+addr+",nats:svc.echo") {
 		t.Errorf("watch line %q", l)
 	}
 
@@ -292,7 +295,7 @@ func TestRegisterResolveWatchDeregister(t *testing.T) {
 
 	r := e.run("resolve", "echo")
 	if r.code != 0 || !strings.Contains(r.stdout, "PE_ID") || !strings.Contains(r.stdout, "echo-1") ||
-		!strings.Contains(r.stdout, "tcp:127.0.0.1:7001,nats:svc.echo") || !strings.Contains(r.stdout, "round_robin") {
+		!strings.Contains(r.stdout, "tcp:"+addr+",nats:svc.echo") || !strings.Contains(r.stdout, "round_robin") {
 		t.Errorf("resolve: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
 	}
 	r = e.run("resolve", "echo", "--json", "--max", "2", "--exclude", "other", "--affinity", "echo-1")

@@ -29,7 +29,13 @@ func newRegisterCmd(g *globals) *cobra.Command {
 and "registered", renews the registration at a third of its lifetime, and on
 SIGINT or SIGTERM deregisters the PE and exits 0. It exits 1 if the name server
 refuses the registration, or if it is lost (refused or unanswered renewals for a
-whole lifetime). Each --addr is one transport: tcp:HOST:PORT, udp:HOST:PORT,
+whole lifetime).
+
+Draining: rsp register only registers a service that runs elsewhere, so on
+SIGINT/SIGTERM it deregisters at once and exits; from then on no new client is
+sent to the PE, and the service itself decides how long to go on serving the
+clients it has. Stop rsp register first and the service after its clients are
+done. (A PE built on rspclient.Serve, like services/echo, drains by itself.) Each --addr is one transport: tcp:HOST:PORT, udp:HOST:PORT,
 sctp:HOST:PORT, http:URL or nats:SUBJECT. Without --id the PE gets a random id;
 with --id the same key (--key) can deregister it later from another process.
 

@@ -104,6 +104,7 @@ flag, wrong arguments, a name that breaks the protocol's rules).`,
 		newWatchCmd(g),
 		newPoolsCmd(g),
 		newReportCmd(g),
+		newCallCmd(g),
 		newAuthCmd(g),
 	)
 	return root

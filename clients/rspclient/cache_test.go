@@ -202,7 +202,8 @@ func TestCacheRoundRobin(t *testing.T) {
 	defer cancel()
 	pe := newClient(t, connect(t, s))
 	pu := newClient(t, connect(t, s))
-	tr := []events.Transport{{Proto: "tcp", Addr: "127.0.0.1:7001"}}
+	// A live address: the name server's check of a reported PE passes.
+	tr := []events.Transport{{Proto: "tcp", Addr: liveAddr(t)}}
 	regs := map[string]*Registration{}
 	for _, id := range []string{"a", "b", "c"} {
 		r, err := pe.Register(ctx, "rr", PE{ID: id, Transports: tr, Lifetime: time.Second})
@@ -315,7 +316,8 @@ func TestCacheLeastUsed(t *testing.T) {
 	defer cancel()
 	pe := newClient(t, connect(t, s))
 	pu := newClient(t, connect(t, s))
-	tr := []events.Transport{{Proto: "tcp", Addr: "127.0.0.1:7001"}}
+	// A live address: the name server's check of a reported PE passes.
+	tr := []events.Transport{{Proto: "tcp", Addr: liveAddr(t)}}
 	regs := map[string]*Registration{}
 	for id, load := range map[string]float64{"a": 0.5, "b": 0.2, "c": 0.8} {
 		r, err := pe.Register(ctx, "lu", PE{ID: id, Transports: tr, Policy: events.PolicyParams{Name: "least_used", Load: load}})

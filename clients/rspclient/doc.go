@@ -51,6 +51,55 @@
 //     Use it for PUs that select often (per request or per connection) or
 //     must keep selecting through a name-server outage.
 //
+// # Sessions and serving
+//
+// Client.NewSession and Client.Serve carry a PU's requests to PEs over
+// NATS, with failover (RFC 5352's ASAP sessions, in spirit):
+//
+//	srv, err := pe.Serve(ctx, "echo", rspclient.PE{ID: "echo-1"}, handler)
+//	defer srv.Drain(context.Background(), 30*time.Second)
+//
+//	s, err := pu.NewSession(ctx, "echo")
+//	defer s.Close()
+//	reply, err := s.Request(ctx, []byte("hi")) // reply.PEID answered
+//
+// A served PE listens on its service subject (rsp extension),
+//
+//	rsp.<scope>.svc.<pool>.<pe_id>   (events.ServiceSubject)
+//
+// registered as its transport {"proto": "nats", "subject": ...}; any
+// "nats" transport works the same, and PEs of other languages serve by
+// answering plain NATS requests on it. Requests and replies carry these
+// headers (exact case):
+//
+//	Rsp-Session  request: the session's id, the same on every request
+//	Rsp-Cookie   reply: the PE's state cookie for the session (text);
+//	             request: the latest cookie the session got, from
+//	             whichever PE, on every request once there is one
+//	Rsp-Error    reply: the handler failed the request (the reason);
+//	             the PE works, so the session does not fail over
+//	Rsp-Check    request (events.HeaderCheck): a name server checks a
+//	             reported PE; a Server answers it at once with an empty
+//	             body, without the handler
+//
+// A session selects from a PoolCache with the pool's policy (no round trip
+// per request) and stays with its PE while it answers, even after the PE
+// deregistered: a draining PE (Server.Drain) keeps serving the sessions it
+// has while no new session selects it. When the PE fails — no responders
+// on its subject (the process is gone), no reply within the attempt
+// timeout (it hangs), a refused TCP connection for Session.Dial — the
+// session drops it from the cache, sends a signed failure report in the
+// background, selects the next PE and tries again, with exponential
+// backoff and jitter, within its session timeout: the application sees a
+// reply, not the failure. The next PE gets the last cookie, so it can take
+// the session's state over; what the cookie holds (and protecting it, e.g.
+// sealing it) is the application's.
+//
+// A registration names the NATS connection it was sent over (its conn:
+// server id and client id, taken at each send); after a reconnect it
+// registers again at once, so name servers that take PEs out when their
+// connection closes see the new connection before their grace period ends.
+//
 // Every event the client sends is signed with its nkey (events.SignEvent);
 // every resolution answer must carry a valid signature over the request's
 // nonce (events.VerifyAnswer), or it is refused.

@@ -41,7 +41,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("resolve of an empty pool: %v, want not_found", err)
 	}
 
-	tr := []events.Transport{{Proto: "tcp", Addr: "127.0.0.1:7001"}}
+	// A live address: the name server's check of the reported PE passes.
+	tr := []events.Transport{{Proto: "tcp", Addr: liveAddr(t)}}
 	a, err := pe.Register(ctx, "echo", PE{ID: "a", Transports: tr, Lifetime: time.Second, Meta: map[string]string{"zone": "x"}})
 	if err != nil {
 		t.Fatal(err)

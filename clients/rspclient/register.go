@@ -42,7 +42,9 @@ var (
 )
 
 // Registration is a registered PE. It renews itself at about a third of its
-// lifetime until Deregister, or until the name server refuses a renewal or
+// lifetime, and at once when its NATS connection reconnected (each
+// registration names the connection it is sent over, its Conn), until
+// Deregister, or until the name server refuses a renewal or
 // renewals fail for a whole lifetime; then Done is closed and Err says why.
 type Registration struct {
 	c        *Client
@@ -59,6 +61,7 @@ type Registration struct {
 	sendMu sync.Mutex // one event of this PE in flight, so seqs arrive in order
 
 	kick     chan struct{}
+	status   chan nats.Status // CONNECTED after a reconnect: register again at once
 	cancel   context.CancelFunc
 	loopDone chan struct{}
 	done     chan struct{}
@@ -77,8 +80,13 @@ func (c *Client) Register(ctx context.Context, pool string, pe PE) (*Registratio
 	r := &Registration{
 		c: c, pool: pool, id: body.PEID, body: body, lifetime: body.Lifetime(),
 		kick: make(chan struct{}, 1), loopDone: make(chan struct{}), done: make(chan struct{}),
+		// Listen before the first send, so no reconnect falls between them.
+		// A status listener, not nc.SetReconnectHandler: the caller owns nc
+		// and its handlers.
+		status: c.nc.StatusChanged(nats.CONNECTED),
 	}
 	if err := r.sendWithin(ctx); err != nil {
+		c.nc.RemoveStatusListener(r.status)
 		return nil, fmt.Errorf("register %s/%s: %w", pool, r.id, err)
 	}
 	c.log.Debug("registered", "pool", pool, "pe_id", r.id, "lifetime", r.lifetime)
@@ -200,6 +208,13 @@ func (r *Registration) Deregister(ctx context.Context) error {
 	r.sendMu.Lock()
 	defer r.sendMu.Unlock()
 	if err := r.c.deregister(ctx, r.pool, r.id); err != nil {
+		var ee *events.Error
+		if errors.As(err, &ee) && ee.Code == events.CodeNotFound {
+			// Already gone (expired, or taken out after a failure): the
+			// end a deregistration wants.
+			r.c.log.Debug("deregister: PE was no longer registered", "pool", r.pool, "pe_id", r.id)
+			return nil
+		}
 		return fmt.Errorf("deregister %s/%s: %w", r.pool, r.id, err)
 	}
 	r.c.log.Debug("deregistered", "pool", r.pool, "pe_id", r.id)
@@ -251,6 +266,7 @@ func (r *Registration) send(ctx context.Context) error {
 	r.mu.Unlock()
 	body.Seq = r.c.nextSeq()
 	body.Time = time.Now().UTC()
+	body.Conn = r.c.conn()
 	if err := body.Validate(body.Time, events.DefaultClockSkew); err != nil {
 		return err
 	}
@@ -264,12 +280,25 @@ func (r *Registration) send(ctx context.Context) error {
 	return nil
 }
 
+// conn names the NATS connection events are sent over now (Registration's
+// Conn), or nil while there is none. Both parts change at a reconnect, so
+// each send asks again.
+func (c *Client) conn() *events.Conn {
+	server := c.nc.ConnectedServerId()
+	cid, err := c.nc.GetClientID()
+	if server == "" || err != nil {
+		return nil
+	}
+	return &events.Conn{Server: server, CID: cid}
+}
+
 // renewInterval is how long after an accepted registration the next one is
 // sent: a third of the lifetime, so one lost renewal still leaves time.
 func (r *Registration) renewInterval() time.Duration { return r.lifetime / 3 }
 
 func (r *Registration) run(ctx context.Context) {
 	defer close(r.loopDone)
+	defer r.c.nc.RemoveStatusListener(r.status)
 	t := time.NewTimer(r.renewInterval())
 	defer t.Stop()
 	for {
@@ -278,18 +307,24 @@ func (r *Registration) run(ctx context.Context) {
 			return
 		case <-r.kick:
 			t.Reset(r.renewInterval())
+			continue
+		case <-r.status:
+			// A new connection: name servers that watch connections
+			// take the PE out when the old one's close reaches them,
+			// unless it registers again over the new one first.
+			r.c.log.Debug("reconnected: registering again", "pool", r.pool, "pe_id", r.id, "conn", r.c.conn())
 		case <-t.C:
-			err := r.renew(ctx)
-			if ctx.Err() != nil {
-				return
-			}
-			if err != nil {
-				r.c.log.Warn("registration ended", "pool", r.pool, "pe_id", r.id, "err", err)
-				r.finish(err)
-				return
-			}
-			t.Reset(r.renewInterval())
 		}
+		err := r.renew(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			r.c.log.Warn("registration ended", "pool", r.pool, "pe_id", r.id, "err", err)
+			r.finish(err)
+			return
+		}
+		t.Reset(r.renewInterval())
 	}
 }
 
