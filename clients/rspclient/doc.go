@@ -100,6 +100,14 @@
 // registers again at once, so name servers that take PEs out when their
 // connection closes see the new connection before their grace period ends.
 //
+// Losing a NATS server: give the connection every server of the cluster
+// (natsconn.Dial takes a comma-separated list; nats.go also learns the
+// cluster's other servers from the one it reaches). It then moves to
+// another server with backoff, a registration registers again over the
+// new connection and renews on, and Resolve sends a request again when
+// the name server that took it died with it (no answer within a second)
+// or none answered, a few times within the client's timeout.
+//
 // Every event the client sends is signed with its nkey (events.SignEvent);
 // every resolution answer must carry a valid signature over the request's
 // nonce (events.VerifyAnswer), or it is refused.

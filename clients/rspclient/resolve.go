@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -12,11 +13,24 @@ import (
 	"github.com/rserpool/rsp/events"
 )
 
+// Resolution attempts: a request that gets no answer within
+// resolveAttempt (the name server that took it may have died with it), or
+// that finds no name server (the queue group may be moving to another
+// replica), is sent again after a pause of resolvePause with jitter, up to
+// resolveAttempts in all and within the client's timeout.
+const (
+	resolveAttempt  = time.Second
+	resolveAttempts = 3
+	resolvePause    = 100 * time.Millisecond
+)
+
 // Resolve asks the name servers for PEs of pool. The answer must be signed
 // over this request's subject and fresh nonce, or it is refused. An error
 // answer comes back as an error wrapping its *events.Error (code not_found
 // for an unknown pool, ...). Fields of req left zero take the server's
-// defaults.
+// defaults. A request lost with a name server that died, or sent while
+// none answered, is sent again (see resolveAttempts), so a replica's
+// crash does not reach the caller.
 func (c *Client) Resolve(ctx context.Context, pool string, req events.ResolveRequest) (*events.ResolveAnswer, error) {
 	if err := events.CheckPool(pool); err != nil {
 		return nil, fmt.Errorf("resolve: %w", err)
@@ -26,15 +40,37 @@ func (c *Client) Resolve(ctx context.Context, pool string, req events.ResolveReq
 		return nil, fmt.Errorf("resolve: %w", err)
 	}
 	subject := events.Subject(c.scope, events.KindResolve, pool)
-	nonce := nuid.Next()
-	msg := nats.NewMsg(subject)
-	msg.Header.Set(events.HeaderNonce, nonce)
+	var body []byte
 	if req.Max != 0 || len(req.Exclude) > 0 || req.Affinity != "" || len(req.Hint) > 0 {
-		msg.Data = events.Marshal(req)
+		body = events.Marshal(req)
 	}
 	ctx, cancel := c.wait(ctx)
 	defer cancel()
-	m, err := c.nc.RequestMsgWithContext(ctx, msg)
+	var m *nats.Msg
+	var nonce string
+	var err error
+	for attempt := 1; ; attempt++ {
+		nonce = nuid.Next()
+		msg := nats.NewMsg(subject)
+		msg.Header.Set(events.HeaderNonce, nonce)
+		msg.Data = body
+		actx, acancel := context.WithTimeout(ctx, resolveAttempt)
+		m, err = c.nc.RequestMsgWithContext(actx, msg)
+		acancel()
+		lost := errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil
+		if (!lost && !errors.Is(err, nats.ErrNoResponders)) || attempt == resolveAttempts {
+			break
+		}
+		c.log.Debug("resolve: sending again", "pool", pool, "attempt", attempt, "err", err)
+		pause := resolvePause/2 + rand.N(resolvePause)
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
 	if errors.Is(err, nats.ErrNoResponders) {
 		return nil, fmt.Errorf("resolve %s: no name server answers on %s: %w", pool, subject, err)
 	}

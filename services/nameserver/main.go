@@ -98,7 +98,7 @@ name in upper case with "-" as "_" (RSP_DATA, RSP_NATS, RSP_SCOPE=a,b).`,
 	f.StringVar(&o.listen, "listen", "127.0.0.1:4222", "client HOST:PORT of the embedded NATS server")
 	f.StringSliceVar(&o.scopes, "scope", []string{"default"}, "scope to serve (repeatable)")
 	f.StringVar(&o.id, "id", "", "id of this replica (default: host name and a random suffix)")
-	f.IntVar(&o.replicas, "replicas", 1, "replicas of the stream and buckets this server creates")
+	f.IntVar(&o.replicas, "replicas", 0, "replicas of the stream RSP_EVENTS and the buckets: 0 (auto) keeps those that exist as they are and creates new ones with min(3, JetStream servers of the cluster); 1 to 5 also scales existing ones")
 	f.DurationVar(&o.skew, "clock-skew", 30*time.Second, "allowed difference between an event's time and this server's clock")
 	f.StringArrayVar(&o.creds, "creds", nil, "with --nats: NATS credentials of a nameserver user, FILE for every scope or SCOPE=FILE (repeatable)")
 	f.StringSliceVar(&o.operatorKeys, "operator-key", nil, "with --nats: operator public keys trusted to sign the scope accounts' JWTs (default: any operator)")

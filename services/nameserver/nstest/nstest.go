@@ -1,6 +1,8 @@
 // Package nstest starts real rsp parts for tests: an embedded JetStream
 // NATS server, connections to it, and name-server replicas, each stopped
-// when the test ends. Like net/http/httptest, it is for tests only.
+// when the test ends; or a JetStream cluster of embedded servers whose
+// nodes can be killed and restarted (StartCluster). Like
+// net/http/httptest, it is for tests only.
 package nstest
 
 import (

@@ -1,7 +1,11 @@
 package server_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -9,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/nameserver/nstest"
 	"github.com/rserpool/rsp/services/nameserver/server"
 )
 
@@ -101,4 +106,180 @@ func fillPool(b testing.TB, nc *nats.Conn, pool string, n int) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// benchRound makes the pools of successive benchmark rounds distinct.
+var benchRound atomic.Int64
+
+// BenchmarkRegister measures registrations per second: b.N signed
+// registrations of new PEs (10-minute lifetime), published
+// asynchronously through JetStream, until all their accepted outcomes
+// have arrived; one name-server replica. R1 runs on one server (the
+// stream and buckets have one replica), R3 on a three-node cluster (three
+// replicas each: every write waits for a quorum), with the replica and the
+// publisher on different nodes. The figure is regs/s; R3/R1 is the cost
+// of replication.
+func BenchmarkRegister(b *testing.B) {
+	b.Run("R1", func(b *testing.B) {
+		s := startNATS(b)
+		startNameServer(b, s, server.Config{})
+		benchRegister(b, connect(b, s), 1)
+	})
+	b.Run("R3", func(b *testing.B) {
+		c := nstest.StartCluster(b, 3)
+		c.StartNameServer(b, c.URLs(0), server.Config{})
+		benchRegister(b, c.Connect(b, c.URLs(1)), 3)
+	})
+}
+
+func benchRegister(b *testing.B, nc *nats.Conn, replicas int) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1024))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if r := st.CachedInfo().Config.Replicas; r != replicas {
+		b.Fatalf("%s has %d replicas, want %d", events.StreamName, r, replicas)
+	}
+	pool := fmt.Sprintf("reg%d", benchRound.Add(1))
+	pe := newSigner(b, nc)
+	msgs := make([]*nats.Msg, b.N)
+	for i := range msgs {
+		reg := registration(fmt.Sprintf("pe-%d", i), 1)
+		reg.LifetimeMS = 600_000
+		m := nats.NewMsg(events.Subject("default", events.KindRegister, pool))
+		m.Data = events.Marshal(reg)
+		if err := events.SignEvent(m, pe.kp); err != nil {
+			b.Fatal(err)
+		}
+		m.Header.Set(events.HeaderMsgID, events.MsgID(reg.PEID, reg.Seq))
+		msgs[i] = m
+	}
+	var outcomes, refused atomic.Int64
+	done := make(chan struct{})
+	sub, err := nc.Subscribe(events.OutcomeSubject("default", pool, "*"), func(m *nats.Msg) {
+		var out events.Outcome
+		if json.Unmarshal(m.Data, &out) == nil && !out.Accepted {
+			refused.Add(1)
+		}
+		if outcomes.Add(1) == int64(b.N) {
+			close(done)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for _, m := range msgs {
+		if _, err := js.PublishMsgAsync(m); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		b.Fatalf("%d of %d outcomes", outcomes.Load(), b.N)
+	}
+	b.StopTimer()
+	if refused.Load() > 0 {
+		b.Fatalf("%d registrations refused", refused.Load())
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "regs/s")
+}
+
+// BenchmarkRegisterVisible measures register-to-visible latency: from the
+// publish of a signed registration of a new PE until both a watcher of
+// rsp.default.changes.<pool> has seen its add and a resolution (affinity
+// to the PE, max 1) returns it, one PE after the other. R1 is one server
+// with one name-server replica; R3 a three-node cluster with a replica on
+// each node (resolutions go to any of them) and the client on a fourth
+// connection. Reported: p50-µs and p99-µs.
+func BenchmarkRegisterVisible(b *testing.B) {
+	b.Run("R1", func(b *testing.B) {
+		s := startNATS(b)
+		startNameServer(b, s, server.Config{})
+		benchVisible(b, connect(b, s))
+	})
+	b.Run("R3", func(b *testing.B) {
+		c := nstest.StartCluster(b, 3)
+		for i := range c.Size() {
+			c.StartNameServer(b, c.URLs(i), server.Config{ID: fmt.Sprintf("ns-%d", i+1)})
+		}
+		benchVisible(b, c.Connect(b, c.URLs(1)))
+	})
+}
+
+func benchVisible(b *testing.B, nc *nats.Conn) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pool := fmt.Sprintf("vis%d", benchRound.Add(1))
+	changes, err := nc.SubscribeSync(events.Subject("default", events.KindChanges, pool))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = changes.Unsubscribe() }()
+	pe := newSigner(b, nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	lat := make([]time.Duration, 0, b.N)
+	i := 0
+	for b.Loop() {
+		id := fmt.Sprintf("pe-%d", i)
+		i++
+		reg := registration(id, 1)
+		reg.LifetimeMS = 600_000
+		m := nats.NewMsg(events.Subject("default", events.KindRegister, pool))
+		m.Data = events.Marshal(reg)
+		if err := events.SignEvent(m, pe.kp); err != nil {
+			b.Fatal(err)
+		}
+		m.Header.Set(events.HeaderMsgID, events.MsgID(reg.PEID, reg.Seq))
+		q := events.Marshal(events.ResolveRequest{Max: 1, Affinity: id})
+		start := time.Now()
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			cm, err := changes.NextMsg(10 * time.Second)
+			if err != nil {
+				b.Fatalf("no change for %s: %v", id, err)
+			}
+			var ch events.Change
+			if json.Unmarshal(cm.Data, &ch) == nil && ch.PEID == id && ch.Op == events.OpAdd {
+				break
+			}
+		}
+		for {
+			am, err := nc.Request(events.Subject("default", events.KindResolve, pool), q, 5*time.Second)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var a events.ResolveAnswer
+			if json.Unmarshal(am.Data, &a) == nil && len(a.Elements) == 1 && a.Elements[0].PEID == id {
+				break
+			}
+			if time.Since(start) > 10*time.Second {
+				b.Fatalf("%s not resolvable within 10s", id)
+			}
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds())
+	}
+	b.ReportMetric(pct(0.50), "p50-µs")
+	b.ReportMetric(pct(0.99), "p99-µs")
+	b.ReportMetric(0, "ns/op")
 }

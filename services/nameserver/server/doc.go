@@ -89,6 +89,57 @@
 // name servers into a traffic source; the same registration must still
 // be in place when a failed check removes it.
 //
+// # Replication
+//
+// Nothing in rsp is kept by one machine alone. The stream RSP_EVENTS and
+// the buckets (rsp_<scope>, rsp_<scope>_reports, rsp_auth) are replicated
+// by JetStream over the NATS cluster: Config.Replicas 0 (auto, the
+// default) creates them with min(MaxAutoReplicas, JetStream servers)
+// replicas — R1 on a single server, R3 on a cluster of three or more; the
+// cluster itself says how many it can place — and leaves the replicas of
+// existing ones alone; an explicit value (1 to 5) also scales existing
+// ones. The shared durable consumers inherit the stream's replicas. So
+// with R3 any one NATS node can die: the stream and buckets keep a quorum,
+// their leaders (and the JetStream meta leader) move to the other nodes
+// within a second or so when a node shuts down, and a node that comes back
+// catches up from its peers.
+//
+// What is acknowledged survives. A publisher gets its PubAck once the
+// event is stored by a quorum of the stream's replicas; a replica
+// acknowledges an event to the stream only after applying it. Each event
+// takes effect once: the stream drops a second copy with the same
+// Nats-Msg-Id within the duplicates window (2 min); the record and purge
+// marker an event writes carry its stream sequence (header Rsp-Event-Seq),
+// so an event delivered again after its ack was lost — a replica died, a
+// consumer leader changed, in which case JetStream may even count it as
+// a first delivery — finds its own mark and is accepted again (and its
+// change announced again under the same revision) without a second
+// write, while a replay of the same signed event, a new stream message, is
+// refused as stale. Creates and updates are compare-and-set on the key's
+// revision (a lost race, API error 10071, or 10164 on replicated streams,
+// is retried), so a retried write cannot apply twice either.
+//
+// A replica survives the loss of its NATS server. Its connection (package
+// natsconn) reconnects to another server of its URL list, and to servers
+// the cluster announces, with backoff and jitter; core subscriptions
+// (resolution, disconnect advisories) follow it by themselves. Each
+// Consume of a shared consumer pulls again after a reconnect, a leader
+// change or two missed heartbeats (pulls carry a 1 s heartbeat), and is
+// supervised: one that ends (its consumer was deleted) or keeps failing
+// for 5 s without a message is replaced, the consumer created again if it
+// is gone. The key-value watches (the view's, the account JWT's) are
+// supervised too: one that ends, or that a probe of the store every
+// second finds behind twice in a row, is started again with backoff, and
+// the view re-synced from its initial values (keys that are gone from
+// the store leave it). Setting up retries JetStream API requests that get
+// no answer or find no meta leader yet, within Config.StartTimeout.
+//
+// Name-server replicas are equals: while any one of them runs, resolution
+// answers and events are applied; what a replica held when it died goes
+// to another after AckWait. Resolutions in flight at a replica that dies
+// are lost: clients retry them (the client library's Resolve is one
+// request; a session retries with backoff).
+//
 // # Security
 //
 // Every event must carry a valid signature of its signer (Rsp-Signer,

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -40,6 +41,9 @@ type registrar struct {
 	noChecks bool
 	checkMu  sync.Mutex
 	checked  map[string]time.Time // key → last check started here
+
+	streamMu sync.Mutex
+	stream   jetstream.Stream // of kv, once looked up
 }
 
 // rejection is an event refused with an outcome code.
@@ -53,20 +57,22 @@ func badRequest(err error) *rejection { return reject(events.CodeBadRequest, "%v
 
 func (r *rejection) Error() string { return r.e.Error() }
 
-// handle processes one event message; redelivered says the stream gave it
-// out before (an earlier attempt may have applied it already). A returned error is a fault of the
-// infrastructure (the store was unavailable): the event is left for
-// redelivery. Refusals are not errors: they are outcomes.
-func (g *registrar) handle(ctx context.Context, msg *nats.Msg, redelivered bool) error {
+// handle processes one event message; eventSeq is its sequence in the
+// stream RSP_EVENTS, which tells the very event delivered again (an
+// earlier delivery may have applied it already) from a replay. A returned
+// error is a fault of the infrastructure (the store was unavailable): the
+// event is left for redelivery. Refusals are not errors: they are
+// outcomes.
+func (g *registrar) handle(ctx context.Context, msg *nats.Msg, eventSeq uint64) error {
 	_, kind, poolName, err := events.ParseSubject(msg.Subject)
 	peID, seq := peIDAndSeq(msg.Data)
 	var change *events.Change
 	if err == nil {
 		switch kind {
 		case events.KindRegister:
-			change, err = g.register(ctx, msg, poolName, redelivered)
+			change, err = g.register(ctx, msg, poolName, eventSeq)
 		case events.KindDeregister:
-			change, err = g.deregister(ctx, msg, poolName)
+			change, err = g.deregister(ctx, msg, poolName, eventSeq)
 		case events.KindFailure:
 			return g.failure(ctx, msg, poolName)
 		default:
@@ -164,7 +170,7 @@ func (g *registrar) current(ctx context.Context, key string) (*events.Record, ui
 	return &rec, e.Revision(), nil
 }
 
-func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string, redelivered bool) (*events.Change, error) {
+func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string, eventSeq uint64) (*events.Change, error) {
 	var reg events.Registration
 	signer, err := g.verify(msg, &reg)
 	if err != nil {
@@ -189,7 +195,16 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 			Signer: signer, RegisteredAt: now, UpdatedAt: now, LastSeq: reg.Seq, Home: g.home, Conn: reg.Conn,
 		}
 		if old == nil {
-			newRev, err := g.kv.Create(ctx, key, events.Marshal(rec), jetstream.KeyTTL(reg.Lifetime()))
+			// A create, as kv.Create does it (expected revision 0, or the
+			// revision of the key's delete marker), with the event's mark:
+			// a retry cannot write twice.
+			val := events.Marshal(rec)
+			newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, val, 0, reg.Lifetime(), false, eventHeader(eventSeq))
+			if isCASConflict(err) {
+				if drev := g.deletedRev(ctx, key); drev != 0 {
+					newRev, err = writeKV(ctx, g.js, g.kv.Bucket(), key, val, drev, reg.Lifetime(), false, eventHeader(eventSeq))
+				}
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -199,10 +214,11 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 			return nil, reject(events.CodeForbidden, "pe_id %s in pool %s belongs to another signer", reg.PEID, poolName)
 		}
 		switch {
-		case reg.Seq == old.LastSeq && redelivered:
-			// Applied by an earlier delivery whose ack was lost; its change
-			// may have been lost too, so announce the state again (watchers
-			// drop a change whose revision they have seen).
+		case reg.Seq == old.LastSeq && g.wroteRev(ctx, rev, eventSeq):
+			// This very event, applied by an earlier delivery whose ack
+			// was lost (a replica died, a consumer leader changed); its
+			// change may have been lost too, so announce the state again
+			// (watchers drop a change whose revision they have seen).
 			op, reason := events.OpUpdate, events.ReasonUpdated
 			if old.RegisteredAt.Equal(old.UpdatedAt) {
 				op, reason = events.OpAdd, events.ReasonRegistered
@@ -212,7 +228,7 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 			return nil, reject(events.CodeStale, "seq %d is not above the last applied seq %d of pe_id %s", reg.Seq, old.LastSeq, reg.PEID)
 		}
 		rec.RegisteredAt = old.RegisteredAt
-		newRev, err := g.write(ctx, key, events.Marshal(rec), rev, reg.Lifetime(), false)
+		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, events.Marshal(rec), rev, reg.Lifetime(), false, eventHeader(eventSeq))
 		if err != nil {
 			return nil, err
 		}
@@ -223,7 +239,7 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 	})
 }
 
-func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName string) (*events.Change, error) {
+func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName string, eventSeq uint64) (*events.Change, error) {
 	var dereg events.Deregistration
 	signer, err := g.verify(msg, &dereg)
 	if err != nil {
@@ -237,18 +253,107 @@ func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName stri
 		}
 		switch {
 		case old == nil:
+			if ch := g.deregisteredBy(ctx, key, poolName, dereg.PEID, eventSeq); ch != nil {
+				// This very event, applied by an earlier delivery whose ack
+				// was lost: accept and announce again, as for registrations.
+				return ch, nil
+			}
 			return nil, reject(events.CodeNotFound, "no pe_id %s in pool %s", dereg.PEID, poolName)
 		case old.Signer != signer:
 			return nil, reject(events.CodeForbidden, "pe_id %s in pool %s belongs to another signer", dereg.PEID, poolName)
 		case dereg.Seq <= old.LastSeq:
 			return nil, reject(events.CodeStale, "seq %d is not above the last applied seq %d of pe_id %s", dereg.Seq, old.LastSeq, dereg.PEID)
 		}
-		newRev, err := g.write(ctx, key, nil, rev, tombstoneTTL, true)
+		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, nil, rev, tombstoneTTL, true, eventHeader(eventSeq))
 		if err != nil {
 			return nil, err
 		}
 		return g.change(newRev, events.OpRemove, events.ReasonDeregistered, old), nil
 	})
+}
+
+// HeaderEventSeq, on every revision of a key that an event wrote (a PE
+// record, a deregistration's purge marker), is the event's sequence in the
+// stream RSP_EVENTS. An event delivered again (its ack was lost: a replica
+// died, a consumer leader changed; JetStream may then count it as a first
+// delivery) finds its own mark and is accepted again without a second
+// write; a replay of the same signed event is a new stream message and is
+// refused as stale.
+const HeaderEventSeq = "Rsp-Event-Seq"
+
+func eventHeader(eventSeq uint64) nats.Header {
+	if eventSeq == 0 {
+		return nil
+	}
+	return nats.Header{HeaderEventSeq: []string{strconv.FormatUint(eventSeq, 10)}}
+}
+
+// kvStream is the stream of the bucket, looked up once.
+func (g *registrar) kvStream(ctx context.Context) (jetstream.Stream, error) {
+	g.streamMu.Lock()
+	defer g.streamMu.Unlock()
+	if g.stream != nil {
+		return g.stream, nil
+	}
+	st, err := g.js.Stream(ctx, "KV_"+g.kv.Bucket())
+	if err != nil {
+		return nil, err
+	}
+	g.stream = st
+	return st, nil
+}
+
+// wroteRev tells whether revision rev of the bucket was written by the
+// event at eventSeq.
+func (g *registrar) wroteRev(ctx context.Context, rev, eventSeq uint64) bool {
+	if eventSeq == 0 {
+		return false
+	}
+	st, err := g.kvStream(ctx)
+	if err != nil {
+		return false
+	}
+	m, err := st.GetMsg(ctx, rev)
+	return err == nil && m.Header.Get(HeaderEventSeq) == strconv.FormatUint(eventSeq, 10)
+}
+
+// deletedRev is the revision of key's last message when that is a delete
+// or purge marker (a deregistration, a removal, an expiry), which a
+// create must name; else 0.
+func (g *registrar) deletedRev(ctx context.Context, key string) uint64 {
+	st, err := g.kvStream(ctx)
+	if err != nil {
+		return 0
+	}
+	m, err := st.GetLastMsgForSubject(ctx, "$KV."+g.kv.Bucket()+"."+key)
+	if err != nil {
+		return 0
+	}
+	switch {
+	case m.Header.Get("KV-Operation") == "PURGE", m.Header.Get("KV-Operation") == "DEL", m.Header.Get(jetstream.MarkerReasonHeader) != "":
+		return m.Sequence
+	}
+	return 0
+}
+
+// deregisteredBy returns the remove change of key if its last message is
+// the purge marker that the deregistration at eventSeq wrote; nil
+// otherwise.
+func (g *registrar) deregisteredBy(ctx context.Context, key, poolName, peID string, eventSeq uint64) *events.Change {
+	st, err := g.kvStream(ctx)
+	if err != nil || eventSeq == 0 {
+		return nil
+	}
+	m, err := st.GetLastMsgForSubject(ctx, "$KV."+g.kv.Bucket()+"."+key)
+	if err != nil || m.Header.Get("KV-Operation") != "PURGE" || m.Header.Get(HeaderEventSeq) != strconv.FormatUint(eventSeq, 10) {
+		return nil
+	}
+	ch := &events.Change{Scope: g.scope, Pool: poolName, Revision: m.Sequence, Op: events.OpRemove, PEID: peID, Reason: events.ReasonDeregistered}
+	if rec, ok := g.view.last(key); ok {
+		el := rec.Element()
+		ch.Element = &el
+	}
+	return ch
 }
 
 // viewWait bounds how long an outcome waits for this replica's view to
@@ -262,14 +367,17 @@ const tombstoneTTL = time.Minute
 // rev, with a TTL. It is a raw publish because kv.Put and kv.Update cannot
 // carry a per-message TTL (see nats-facts.md).
 func (g *registrar) write(ctx context.Context, key string, val []byte, rev uint64, ttl time.Duration, purge bool) (uint64, error) {
-	return writeKV(ctx, g.js, g.kv.Bucket(), key, val, rev, ttl, purge)
+	return writeKV(ctx, g.js, g.kv.Bucket(), key, val, rev, ttl, purge, nil)
 }
 
 // writeKV stores a new revision of key in bucket (or a purge marker)
-// over revision rev, with a TTL.
-func writeKV(ctx context.Context, js jetstream.JetStream, bucket, key string, val []byte, rev uint64, ttl time.Duration, purge bool) (uint64, error) {
+// over revision rev, with a TTL and the extra headers hdr.
+func writeKV(ctx context.Context, js jetstream.JetStream, bucket, key string, val []byte, rev uint64, ttl time.Duration, purge bool, hdr nats.Header) (uint64, error) {
 	m := nats.NewMsg("$KV." + bucket + "." + key)
 	m.Data = val
+	for k, v := range hdr {
+		m.Header[k] = v
+	}
 	if purge {
 		m.Header.Set("KV-Operation", "PURGE")
 		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
@@ -357,5 +465,6 @@ func newBackoff(initial, maxInterval time.Duration) *backoff.ExponentialBackOff 
 	b.InitialInterval = initial
 	b.MaxInterval = maxInterval
 	b.MaxElapsedTime = 0
+	b.Reset() // start at initial, not at the default's 500 ms
 	return b
 }

@@ -114,7 +114,7 @@ func (g *registrar) addReport(ctx context.Context, key, reporter string) (int, e
 		if rev == 0 {
 			_, err = g.reports.Create(ctx, key, val, jetstream.KeyTTL(reportTTL(window)))
 		} else {
-			_, err = writeKV(ctx, g.js, g.reports.Bucket(), key, val, rev, reportTTL(window), false)
+			_, err = writeKV(ctx, g.js, g.reports.Bucket(), key, val, rev, reportTTL(window), false, nil)
 		}
 		if err != nil {
 			return 0, err

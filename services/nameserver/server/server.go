@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -39,7 +38,12 @@ type Config struct {
 	// from the bucket rsp_auth (see AuthConfig). Without it only the
 	// signatures of events are checked (insecure mode).
 	Auth *AuthConfig
-	// Replicas of the stream and buckets this replica creates; default 1.
+	// Replicas of the stream RSP_EVENTS and of the buckets. 0 (auto): a
+	// stream or bucket that exists keeps its replicas, and one that is
+	// created gets min(MaxAutoReplicas, the JetStream servers of the
+	// cluster) — R1 on a server that is not clustered, R3 on a cluster of
+	// three or more. Set, it is the replicas also of an existing stream and
+	// buckets (JetStream scales them). See the package doc, "Replication".
 	Replicas int
 	// ClockSkew allowed between an event's time and this replica's clock.
 	ClockSkew time.Duration
@@ -100,8 +104,8 @@ func (c *Config) defaults() error {
 		a.JWTCacheSize = 4096
 		c.Auth = &a
 	}
-	if c.Replicas == 0 {
-		c.Replicas = 1
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return events.Errf("Replicas", "%d is not 0 (auto) or 1 to 5", c.Replicas)
 	}
 	if c.ClockSkew == 0 {
 		c.ClockSkew = events.DefaultClockSkew
@@ -186,11 +190,11 @@ type NameServer struct {
 	cancel context.CancelFunc
 	views  map[string]*view
 
-	stopOnce sync.Once
-	subs     []*nats.Subscription
-	consumes []jetstream.ConsumeContext
-	wg       sync.WaitGroup
-	checks   *checker
+	stopOnce  sync.Once
+	subs      []*nats.Subscription
+	consumers []*supervised
+	wg        sync.WaitGroup
+	checks    *checker
 	// disconnects takes out the PEs whose connection closed; nil when
 	// disconnect detection is off.
 	disconnects *disconnects
@@ -239,17 +243,14 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 	if err != nil {
 		return fmt.Errorf("answer key: %w", err)
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: events.StreamName, Subjects: events.EventSubjects(), Storage: jetstream.FileStorage,
-		Replicas: cfg.Replicas, Duplicates: duplicatesWindow, MaxAge: eventsRetention,
-	})
+	stream, replicas, err := n.setupStream(ctx, nc, js)
 	if err != nil {
-		return fmt.Errorf("stream %s: %w", events.StreamName, err)
+		return err
 	}
 	var authKV jetstream.KeyValue
 	if cfg.Auth != nil {
-		if authKV, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
-			Bucket: AuthBucket, History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+		if authKV, err = n.ensureBucket(ctx, js, jetstream.KeyValueConfig{
+			Bucket: AuthBucket, History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
 			Description: "rsp: the current account JWT of each scope (key = scope)",
 		}); err != nil {
 			return err
@@ -268,8 +269,8 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 					"subject", events.DisconnectSubject(n.ident.account))
 			}
 		}
-		kv, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
-			Bucket: events.Bucket(scope), History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+		kv, err := n.ensureBucket(ctx, js, jetstream.KeyValueConfig{
+			Bucket: events.Bucket(scope), History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
 			LimitMarkerTTL: markerTTL,
 		})
 		if err != nil {
@@ -288,8 +289,8 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 			return fmt.Errorf("scope %s: loading the name space: %w", scope, ctx.Err())
 		}
 
-		rkv, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
-			Bucket: events.ReportsBucket(scope), History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+		rkv, err := n.ensureBucket(ctx, js, jetstream.KeyValueConfig{
+			Bucket: events.ReportsBucket(scope), History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
 			LimitMarkerTTL: time.Second,
 			Description:    "rsp: failure reports of scope " + scope + " (key <pool>.<pe_id>, value reporter → time)",
 		})
@@ -299,21 +300,22 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 		reg := &registrar{scope: scope, home: cfg.ID, nc: nc, js: js, kv: kv, view: v, skew: cfg.ClockSkew, trust: trust, log: log, now: time.Now,
 			reports: rkv, rs: cfg.reportSettings(scope), checks: n.checks, noChecks: cfg.NoChecks, checked: map[string]time.Time{}}
 		registrars[scope] = reg
-		cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		eventsCfg := jetstream.ConsumerConfig{
 			Durable: eventsConsumerPrefix + scope, FilterSubjects: events.ScopeEventSubjects(scope),
 			AckPolicy: jetstream.AckExplicitPolicy, AckWait: cfg.AckWait, MaxDeliver: -1,
-		})
-		if err != nil {
-			return fmt.Errorf("scope %s: events consumer: %w", scope, err)
 		}
-		if err := n.consume(runCtx, cons, log, func(ctx context.Context, m jetstream.Msg) error {
+		if err := n.consume(ctx, runCtx, nc, eventsCfg.Durable, log, func(ctx context.Context) (jetstream.Consumer, error) {
+			return retryJS(ctx, log, "events consumer", nil, func(ctx context.Context) (jetstream.Consumer, error) {
+				return stream.CreateOrUpdateConsumer(ctx, eventsCfg)
+			})
+		}, func(ctx context.Context, m jetstream.Msg) error {
 			meta, err := m.Metadata()
 			if err != nil {
 				return err
 			}
-			return reg.handle(ctx, &nats.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()}, meta.NumDelivered > 1)
+			return reg.handle(ctx, &nats.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()}, meta.Sequence.Stream)
 		}); err != nil {
-			return err
+			return fmt.Errorf("scope %s: events consumer: %w", scope, err)
 		}
 
 		res := &resolver{view: v, key: signer, log: log}
@@ -332,15 +334,16 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 		}
 
 		x := &expiry{scope: scope, bucket: kv.Bucket(), nc: nc, view: v, log: log}
-		xcons, err := js.CreateOrUpdateConsumer(ctx, "KV_"+kv.Bucket(), jetstream.ConsumerConfig{
+		expiryCfg := jetstream.ConsumerConfig{
 			Durable: expiryConsumer, FilterSubject: "$KV." + kv.Bucket() + ".>",
 			DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy, AckWait: cfg.AckWait,
-		})
-		if err != nil {
-			return fmt.Errorf("scope %s: expiry consumer: %w", scope, err)
 		}
-		if err := n.consume(runCtx, xcons, log, func(_ context.Context, m jetstream.Msg) error { return x.handle(m) }); err != nil {
-			return err
+		if err := n.consume(ctx, runCtx, nc, "KV_"+kv.Bucket()+"/"+expiryConsumer, log, func(ctx context.Context) (jetstream.Consumer, error) {
+			return retryJS(ctx, log, "expiry consumer", nil, func(ctx context.Context) (jetstream.Consumer, error) {
+				return js.CreateOrUpdateConsumer(ctx, "KV_"+kv.Bucket(), expiryCfg)
+			})
+		}, func(_ context.Context, m jetstream.Msg) error { return x.handle(m) }); err != nil {
+			return fmt.Errorf("scope %s: expiry consumer: %w", scope, err)
 		}
 	}
 	if n.ident != nil && cfg.DisconnectGrace > 0 {
@@ -349,54 +352,6 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 	cfg.Logger.Info("disconnect detection off: a PE that dies leaves when its lifetime ends",
 		"why", map[bool]string{true: "no JWT identity (insecure mode)", false: "DisconnectGrace < 0"}[n.ident == nil])
 	return nil
-}
-
-// consume feeds a shared durable consumer to handle: an event handled is
-// acknowledged; one that failed for want of the store is handed back for
-// redelivery after a pause.
-func (n *NameServer) consume(ctx context.Context, cons jetstream.Consumer, log *slog.Logger, handle func(context.Context, jetstream.Msg) error) error {
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		hctx, cancel := context.WithTimeout(ctx, n.cfg.AckWait)
-		defer cancel()
-		if err := handle(hctx, m); err != nil {
-			log.Warn("event left for redelivery", "subject", m.Subject(), "err", err)
-			_ = m.NakWithDelay(time.Second)
-			return
-		}
-		_ = m.Ack()
-	},
-		// Small pulls: replicas share the events evenly, and a replica that
-		// dies holds few of them until AckWait hands them to another.
-		jetstream.PullMaxMessages(16),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-				log.Debug("consumer", "err", err)
-			}
-		}))
-	if err != nil {
-		return fmt.Errorf("consume: %w", err)
-	}
-	n.consumes = append(n.consumes, cc)
-	return nil
-}
-
-func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	name := cfg.Bucket
-	kv, err := js.KeyValue(ctx, name)
-	if err == nil {
-		return kv, nil
-	}
-	if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("bucket %s: %w", name, err)
-	}
-	kv, err = js.CreateKeyValue(ctx, cfg)
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		return js.KeyValue(ctx, name) // another replica created it first
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create bucket %s: %w", name, err)
-	}
-	return kv, nil
 }
 
 // ID is this replica's id.
@@ -418,15 +373,11 @@ func (n *NameServer) Stop() {
 		for _, s := range n.subs {
 			_ = s.Drain()
 		}
-		for _, cc := range n.consumes {
-			cc.Drain()
+		var drained sync.WaitGroup
+		for _, s := range n.consumers {
+			drained.Go(func() { s.drain(n.cfg.AckWait) })
 		}
-		for _, cc := range n.consumes {
-			select {
-			case <-cc.Closed():
-			case <-time.After(n.cfg.AckWait):
-			}
-		}
+		drained.Wait()
 		n.cancel()
 		n.checks.close()
 		n.wg.Wait()

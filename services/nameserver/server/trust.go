@@ -111,6 +111,9 @@ func (t *scopeTrust) accept(token, source string) error {
 	}
 	for {
 		cur := t.cur.Load()
+		if cur != nil && cur.ID == ac.ID {
+			return nil // the one in use (a restarted watch delivers it again)
+		}
 		if cur != nil && ac.IssuedAt < cur.IssuedAt {
 			return fmt.Errorf("account JWT from %s was issued at %s, before the one in use (%s)", source,
 				time.Unix(ac.IssuedAt, 0).UTC().Format(time.RFC3339), time.Unix(cur.IssuedAt, 0).UTC().Format(time.RFC3339))
@@ -131,25 +134,41 @@ func (t *scopeTrust) verify(msg *nats.Msg, now time.Time) (string, error) {
 }
 
 // watch keeps the account JWT current from the bucket rsp_auth; ready is
-// closed once the bucket's current value was read.
+// closed once the bucket's current value was read. The watch is restarted
+// when it ends or stalls (see keepWatching).
 func (t *scopeTrust) watch(ctx context.Context, kv jetstream.KeyValue, ready chan<- struct{}) error {
-	w, err := kv.Watch(ctx, t.scope)
-	if err != nil {
-		return fmt.Errorf("watch %s.%s: %w", AuthBucket, t.scope, err)
-	}
 	source := AuthBucket + "." + t.scope
-	return follow(ctx, w, ready, func(e jetstream.KeyValueEntry) {
-		if e.Operation() != jetstream.KeyValuePut {
-			t.log.Warn("account JWT removed from the bucket: keeping the last one", "key", source)
-			return
-		}
-		if err := t.accept(string(e.Value()), fmt.Sprintf("%s revision %d", source, e.Revision())); err != nil {
-			t.log.Warn("account JWT not used", "err", err)
-			if t.cur.Load() == nil {
-				t.firstErr.Store(&err)
+	err := keepWatching(ctx, watchSpec{
+		what: "key " + source, log: t.log,
+		start: func(ctx context.Context) (jetstream.KeyWatcher, error) { return kv.Watch(ctx, t.scope) },
+		latest: func(ctx context.Context) (uint64, error) {
+			e, err := kv.Get(ctx, t.scope)
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				return 0, nil
 			}
-		}
-	})
+			if err != nil {
+				return 0, err
+			}
+			return e.Revision(), nil
+		},
+		apply: func(e jetstream.KeyValueEntry) {
+			if e.Operation() != jetstream.KeyValuePut {
+				t.log.Warn("account JWT removed from the bucket: keeping the last one", "key", source)
+				return
+			}
+			if err := t.accept(string(e.Value()), fmt.Sprintf("%s revision %d", source, e.Revision())); err != nil {
+				t.log.Warn("account JWT not used", "err", err)
+				if t.cur.Load() == nil {
+					t.firstErr.Store(&err)
+				}
+			}
+		},
+		synced: func(uint64) {},
+	}, ready)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", source, err)
+	}
+	return nil
 }
 
 // startTrust sets up JWT authorization of scope: the initial account JWT

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -52,6 +51,9 @@ type view struct {
 	// byConn indexes the live PEs by the NATS connection their record
 	// names (events.Conn): the keys of each connection.
 	byConn map[events.Conn]map[string]struct{}
+	// resyncing holds the keys a restarted watch delivered so far; nil
+	// outside a re-sync.
+	resyncing map[string]struct{}
 }
 
 const maxGone = 4096
@@ -62,63 +64,115 @@ func newView(scope string, log *slog.Logger) *view {
 }
 
 // run applies the bucket watch to the view until ctx ends. ready is closed
-// once the initial state is loaded.
+// once the initial state is loaded. The watch is restarted when it ends or
+// stalls (see keepWatching), and the view re-synced from its initial
+// values.
 func (v *view) run(ctx context.Context, kv jetstream.KeyValue, ready chan<- struct{}) error {
-	w, err := kv.WatchAll(ctx)
+	err := keepWatching(ctx, watchSpec{
+		what: "bucket " + kv.Bucket(), log: v.log,
+		start: func(ctx context.Context) (jetstream.KeyWatcher, error) { return kv.WatchAll(ctx) },
+		latest: func(ctx context.Context) (uint64, error) {
+			st, err := kv.Status(ctx)
+			if err != nil {
+				return 0, err
+			}
+			if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+				return bs.StreamInfo().State.LastSeq, nil
+			}
+			return 0, nil
+		},
+		resync: v.beginResync,
+		apply:  v.apply,
+		synced: v.endResync,
+	}, ready)
 	if err != nil {
 		return fmt.Errorf("watch bucket %s: %w", kv.Bucket(), err)
 	}
-	return follow(ctx, w, ready, v.apply)
+	return nil
 }
 
-// follow feeds the entries of a key-value watch to apply until ctx ends;
-// ready is closed at the end of the initial values.
-func follow(ctx context.Context, w jetstream.KeyWatcher, ready chan<- struct{}, apply func(jetstream.KeyValueEntry)) error {
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("the key-value watch ended")
-			}
-			if e == nil {
-				if ready != nil {
-					close(ready)
-					ready = nil
+// beginResync starts noting the keys the restarted watch delivers.
+func (v *view) beginResync() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.resyncing = map[string]struct{}{}
+}
+
+// endResync ends the initial values of a watch: after a restart, the PEs
+// the watch did not deliver are gone from the store and leave the view;
+// the view now reflects every revision up to upTo.
+func (v *view) endResync(upTo uint64) {
+	v.mu.Lock()
+	seen := v.resyncing
+	v.resyncing = nil
+	var stale []string
+	if seen != nil {
+		for name, p := range v.pools {
+			for _, m := range p.members {
+				if _, ok := seen[events.Key(name, m.rec.PEID)]; !ok {
+					stale = append(stale, events.Key(name, m.rec.PEID))
 				}
-				continue
 			}
-			apply(e)
 		}
 	}
+	v.mu.Unlock()
+	for _, key := range stale {
+		v.remove(key)
+		v.log.Info("PE left the view on re-sync: it is no longer in the store", "key", key)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if upTo > v.revision {
+		v.revision = upTo
+	}
+	close(v.changed)
+	v.changed = make(chan struct{})
 }
 
 func (v *view) apply(e jetstream.KeyValueEntry) {
-	poolName, id, ok := events.SplitKey(e.Key())
-	if !ok {
-		return
-	}
 	var rec *events.Record
 	if e.Operation() == jetstream.KeyValuePut {
 		rec = new(events.Record)
 		if err := json.Unmarshal(e.Value(), rec); err != nil {
 			v.log.Warn("ignoring undecodable record", "key", e.Key(), "err", err)
+			v.mu.Lock()
+			defer v.mu.Unlock()
+			v.revision = max(v.revision, e.Revision())
+			close(v.changed)
+			v.changed = make(chan struct{})
+			if v.resyncing != nil {
+				v.resyncing[e.Key()] = struct{}{} // left as it was
+			}
 			return
 		}
 	}
+	v.set(e.Key(), e.Revision(), rec)
+}
+
+// remove takes key out of the view (a re-sync found it gone).
+func (v *view) remove(key string) { v.set(key, 0, nil) }
+
+// set applies revision rev of key: its record, or nil when the key is
+// gone.
+func (v *view) set(key string, rev uint64, rec *events.Record) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if e.Revision() > v.revision {
-		v.revision = e.Revision()
+	if rev > v.revision {
+		v.revision = rev
+	}
+	if v.resyncing != nil {
+		v.resyncing[key] = struct{}{}
 	}
 	close(v.changed)
 	v.changed = make(chan struct{})
+	poolName, id, ok := events.SplitKey(key)
+	if !ok {
+		return
+	}
 	old := v.pools[poolName]
 	if old != nil {
 		if i, found := old.find(id); found {
-			v.unindex(e.Key(), old.members[i].rec.Conn)
+			v.unindex(key, old.members[i].rec.Conn)
 		}
 	}
 	if rec == nil {
@@ -127,7 +181,7 @@ func (v *view) apply(e jetstream.KeyValueEntry) {
 				if len(v.gone) >= maxGone {
 					clear(v.gone)
 				}
-				v.gone[e.Key()] = old.members[i].rec
+				v.gone[key] = old.members[i].rec
 			}
 		}
 		if p := old.without(id); p != nil {
@@ -137,16 +191,16 @@ func (v *view) apply(e jetstream.KeyValueEntry) {
 		}
 		return
 	}
-	delete(v.gone, e.Key())
+	delete(v.gone, key)
 	if c := rec.Conn; c != nil {
 		keys := v.byConn[*c]
 		if keys == nil {
 			keys = map[string]struct{}{}
 			v.byConn[*c] = keys
 		}
-		keys[e.Key()] = struct{}{}
+		keys[key] = struct{}{}
 	}
-	v.pools[poolName] = old.with(poolName, &member{rev: e.Revision(), rec: *rec, elem: events.Marshal(rec.Element())})
+	v.pools[poolName] = old.with(poolName, &member{rev: rev, rec: *rec, elem: events.Marshal(rec.Element())})
 }
 
 // unindex drops key from the index of conn. The caller holds v.mu.
