@@ -3,7 +3,8 @@
 # nameserver-config.yaml with the operator and accounts of the auth store
 # DIR/auth that `rsp auth init --data DIR` made, and write the results to
 # the folder OUT (every scope account of the store goes into
-# resolver_preload). Only JWTs and public keys are copied, no seeds.
+# resolver_preload; the account JWT of the ConfigMap's RSP_SCOPE goes into
+# ConfigMap rsp-account). Only JWTs and public keys are copied, no seeds.
 #
 #   deploy/k8s/render.sh /var/lib/rsp ./k8s-out
 #   helm upgrade --install nats nats/nats -n rsp -f ./k8s-out/nats-values.yaml
@@ -11,7 +12,7 @@ set -euo pipefail
 shopt -u patsub_replacement 2>/dev/null || true
 
 if [ $# -ne 2 ]; then
-  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
 STORE=$1/auth
@@ -51,6 +52,22 @@ values=${values//<SYSTEM_ACCOUNT_KEY>/$sys_key}
 printf '%s\n' "$values" >"$OUT/nats-values.yaml"
 
 config=$(<"$HERE/nameserver-config.yaml")
-printf '%s\n' "${config//<OPERATOR_KEY>/$op_key}" >"$OUT/nameserver-config.yaml"
+# The scope of the Deployment (RSP_SCOPE in the ConfigMap): its account JWT
+# goes into ConfigMap rsp-account, for --account-jwt.
+scope=$(printf '%s\n' "$config" | sed -n 's/^  RSP_SCOPE:[[:space:]]*//p' | head -n 1 | sed 's/[[:space:]]#.*//' | tr -d "\"' ")
+case $scope in
+'' | *,*)
+  echo "render.sh: RSP_SCOPE in nameserver-config.yaml must name one scope (one Deployment per scope)" >&2
+  exit 1
+  ;;
+esac
+acct_jwt=$STORE/accounts/$scope/account.jwt
+[ -f "$acct_jwt" ] || {
+  echo "render.sh: no $acct_jwt (scope $scope; 'rsp auth init --data $1 --scope $scope')" >&2
+  exit 1
+}
+config=${config//<OPERATOR_KEY>/$op_key}
+config=${config//<ACCOUNT_JWT>/$(jwt "$acct_jwt")}
+printf '%s\n' "$config" >"$OUT/nameserver-config.yaml"
 
-echo "wrote $OUT/nats-values.yaml and $OUT/nameserver-config.yaml (operator $op_key, system account $sys_key)"
+echo "wrote $OUT/nats-values.yaml and $OUT/nameserver-config.yaml (operator $op_key, system account $sys_key, scope $scope account $(jwt_field "$acct_jwt" sub))"

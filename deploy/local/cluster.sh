@@ -8,7 +8,7 @@
 #   deploy/local/cluster.sh down [--clean]  stop everything (--clean: and delete the data)
 #
 # Everything lives in $RSP_CLUSTER_DIR (default ${TMPDIR:-/tmp}/rsp-cluster):
-#   bin/            nats-server (go install, the version in go.mod), rsp, nameserver, authbucket
+#   bin/            nats-server (go install, the version in go.mod), rsp, nameserver
 #   auth/           the operator, accounts and creds (`rsp auth init --data DIR`)
 #   nodes/nN/       node N's nats.conf, JetStream store (js/) and resolver directory (jwt/)
 #   pids/ logs/     one .pid and one .log per process (n1..n3, ns1..)
@@ -230,8 +230,8 @@ install_nats_server() {
 }
 
 build_rsp() {
-  say "building rsp, nameserver and authbucket into $BIN"
-  (cd "$ROOT" && go build -o "$BIN/" ./clients/rsp ./services/nameserver ./deploy/authbucket)
+  say "building rsp and nameserver into $BIN"
+  (cd "$ROOT" && go build -o "$BIN/" ./clients/rsp ./services/nameserver)
 }
 
 # jwt_field FILE FIELD prints a string field of a JWT's claims.
@@ -317,16 +317,14 @@ up() {
 
   local urls
   urls=$(nats_urls)
-  say "putting the account JWT of scope $SCOPE into the bucket rsp_auth (authbucket)"
-  "$BIN/authbucket" --nats "$urls" --data "$DIR" --scope "$SCOPE" --replicas "$REPLICAS" --timeout "${TIMEOUT}s" | sed 's/^/    /' ||
-    fail "authbucket failed"
-
   # One after the other: the first creates the stream and buckets, the
   # others find them.
-  local creds=$DIR/auth/creds/$SCOPE/nameserver.creds deadline
+  # --account-jwt: the first name server puts the scope account's JWT into
+  # the bucket rsp_auth, where every replica keeps it current.
+  local creds=$DIR/auth/creds/$SCOPE/nameserver.creds acct=$DIR/auth/accounts/$SCOPE/account.jwt deadline
   for name in $(nameserver_names); do
-    say "starting name server $name: nameserver --nats $urls --creds $creds --operator-key $op_key --scope $SCOPE --replicas $REPLICAS --id $name"
-    start "$name" "$BIN/nameserver" --nats "$urls" --creds "$creds" --operator-key "$op_key" \
+    say "starting name server $name: nameserver --nats $urls --creds $creds --account-jwt $acct --operator-key $op_key --scope $SCOPE --replicas $REPLICAS --id $name"
+    start "$name" "$BIN/nameserver" --nats "$urls" --creds "$creds" --account-jwt "$acct" --operator-key "$op_key" \
       --scope "$SCOPE" --replicas "$REPLICAS" --id "$name"
     deadline=$((SECONDS + TIMEOUT))
     until grep -q "^rsp name server" "$DIR/logs/$name.log" 2>/dev/null; do

@@ -44,6 +44,7 @@ type options struct {
 	insecure  bool
 
 	operatorKeys []string
+	accountJWTs  []string
 
 	disconnectGrace time.Duration
 	maxBadReports   []string
@@ -101,6 +102,7 @@ name in upper case with "-" as "_" (RSP_DATA, RSP_NATS, RSP_SCOPE=a,b).`,
 	f.IntVar(&o.replicas, "replicas", 0, "replicas of the stream RSP_EVENTS and the buckets: 0 (auto) keeps those that exist as they are and creates new ones with min(3, JetStream servers of the cluster); 1 to 5 also scales existing ones")
 	f.DurationVar(&o.skew, "clock-skew", 30*time.Second, "allowed difference between an event's time and this server's clock")
 	f.StringArrayVar(&o.creds, "creds", nil, "with --nats: NATS credentials of a nameserver user, FILE for every scope or SCOPE=FILE (repeatable)")
+	f.StringArrayVar(&o.accountJWTs, "account-jwt", nil, "with --nats and --creds: the scope account's JWT, [SCOPE=]FILE (DIR/auth/accounts/<scope>/account.jwt of 'rsp auth init'); written to the bucket rsp_auth when it holds none, so later replicas need not be told")
 	f.StringSliceVar(&o.operatorKeys, "operator-key", nil, "with --nats: operator public keys trusted to sign the scope accounts' JWTs (default: any operator)")
 	f.BoolVar(&o.insecure, "insecure", false, "run the embedded server without authorization (for experiments only)")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate: the embedded server's (TLS required of clients and routes); with --nats, this server's client certificate")
@@ -157,7 +159,11 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("--scope: %w", err)
 		}
 	}
-	creds, err := parseCreds(o.creds, o.scopes)
+	creds, err := parseScoped("--creds", o.creds, o.scopes)
+	if err != nil {
+		return err
+	}
+	accountJWTs, err := readAccountJWTs(o.accountJWTs, o.scopes)
 	if err != nil {
 		return err
 	}
@@ -204,7 +210,7 @@ func run(ctx context.Context, o options) error {
 			r.stop(log)
 		}
 	}()
-	for _, g := range groups(o, store, creds) {
+	for _, g := range groups(o, store, creds, accountJWTs) {
 		conn := natsconn.Config{URLs: urls, Name: "rsp-nameserver", Creds: g.creds, Retry: time.Minute, Logger: log}
 		if ns != nil {
 			// In-process: no socket, no TLS to set up (so no tls:// URL).
@@ -240,7 +246,7 @@ type group struct {
 	auth   *server.AuthConfig
 }
 
-func groups(o options, store *auth.Store, creds map[string]string) []group {
+func groups(o options, store *auth.Store, creds, accountJWTs map[string]string) []group {
 	switch {
 	case store != nil:
 		var gs []group
@@ -254,33 +260,53 @@ func groups(o options, store *auth.Store, creds map[string]string) []group {
 		var gs []group
 		for _, sc := range o.scopes {
 			gs = append(gs, group{scopes: []string{sc}, creds: cmp.Or(creds[sc], creds[""]),
-				auth: &server.AuthConfig{Operators: o.operatorKeys}})
+				auth: &server.AuthConfig{AccountJWT: accountJWTs[sc], Operators: o.operatorKeys}})
 		}
 		return gs
 	}
 	return []group{{scopes: o.scopes}}
 }
 
-// parseCreds reads --creds values: FILE for every scope, or SCOPE=FILE.
-func parseCreds(values, scopes []string) (map[string]string, error) {
+// parseScoped reads the values of a [SCOPE=]FILE flag: FILE for every
+// scope, or SCOPE=FILE; once given, every scope needs one.
+func parseScoped(flag string, values, scopes []string) (map[string]string, error) {
 	m := map[string]string{}
 	for _, v := range values {
 		scope, file, found := strings.Cut(v, "=")
 		if !found {
 			scope, file = "", v
 		} else if !slices.Contains(scopes, scope) {
-			return nil, fmt.Errorf("--creds %s: scope %q is not served (--scope)", v, scope)
+			return nil, fmt.Errorf("%s %s: scope %q is not served (--scope)", flag, v, scope)
 		}
 		m[scope] = file
 	}
 	if len(m) > 0 && m[""] == "" {
 		for _, sc := range scopes {
 			if m[sc] == "" {
-				return nil, fmt.Errorf("--creds: no credentials for scope %s (give FILE or %s=FILE)", sc, sc)
+				return nil, fmt.Errorf("%s: no file for scope %s (give FILE or %s=FILE)", flag, sc, sc)
 			}
 		}
 	}
 	return m, nil
+}
+
+// readAccountJWTs reads --account-jwt files into scope → JWT.
+func readAccountJWTs(values, scopes []string) (map[string]string, error) {
+	files, err := parseScoped("--account-jwt", values, scopes)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, sc := range scopes {
+		if f := cmp.Or(files[sc], files[""]); f != "" {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("--account-jwt: %w", err)
+			}
+			out[sc] = strings.TrimSpace(string(b))
+		}
+	}
+	return out, nil
 }
 
 // reportFlags are the failure-report settings of --max-bad-pe-reports
