@@ -18,9 +18,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rserpool/rsp/services/daemon"
+
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/clients/rspclient"
@@ -87,7 +88,7 @@ flag name in upper case with "-" as "_" (RSP_NATS, RSP_POOL, RSP_DRAIN_TIMEOUT).
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := fromEnv(cmd.Flags()); err != nil {
+			if err := daemon.FromEnv(cmd.Flags()); err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -116,41 +117,12 @@ flag name in upper case with "-" as "_" (RSP_NATS, RSP_POOL, RSP_DRAIN_TIMEOUT).
 	return cmd
 }
 
-// fromEnv sets each flag not given on the command line from RSP_<NAME>.
-func fromEnv(fs *pflag.FlagSet) error {
-	var err error
-	fs.VisitAll(func(fl *pflag.Flag) {
-		env := "RSP_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok && v != "" && !fl.Changed && err == nil {
-			if e := fs.Set(fl.Name, v); e != nil {
-				err = fmt.Errorf("%s: %w", env, e)
-			}
-		}
-	})
-	return err
-}
-
 func defaultKeyFile() string {
 	dir, err := os.UserConfigDir()
 	if err != nil {
 		return ""
 	}
 	return filepath.Join(dir, "rsp", "user.nk")
-}
-
-func newLogger(level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %q is not debug, info, warn or error", level)
-	}
-	ho := &slog.HandlerOptions{Level: l}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, ho)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, ho)), nil
-	}
-	return nil, fmt.Errorf("--log-format: %q is not text or json", format)
 }
 
 // credsFile is --creds, or the pe credentials in the data folder when they
@@ -167,7 +139,7 @@ func credsFile(o options) string {
 }
 
 func run(ctx context.Context, o options) error {
-	log, err := newLogger(o.logLevel, o.logFormat)
+	log, err := daemon.Logger(o.logLevel, o.logFormat)
 	if err != nil {
 		return err
 	}
