@@ -365,23 +365,21 @@ func (v *view) last(key string) (events.Record, bool) {
 	return r, ok
 }
 
-var answerBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// resolve writes the answer for pool to a pooled buffer; the caller
-// returns it with answerBufs.Put.
-func (v *view) resolve(poolName string, q *events.ResolveRequest) (*bytes.Buffer, *events.Error) {
+// resolve writes the answer for pool to b (reset first); picks is scratch
+// space for the policy's picks (capacity events.MaxMax+1 spares
+// allocations).
+func (v *view) resolve(poolName string, q *events.ResolveRequest, picks []int, b *bytes.Buffer) *events.Error {
 	p, rev := v.pool(poolName)
 	if p == nil {
-		return nil, &events.Error{Code: events.CodeNotFound, Message: "no pool " + poolName + " in scope " + v.scope}
+		return &events.Error{Code: events.CodeNotFound, Message: "no pool " + poolName + " in scope " + v.scope}
 	}
 	members, cands := p.members, p.cands
 	if len(q.Exclude) > 0 {
 		members, cands = excluding(members, cands, q.Exclude)
 		if len(members) == 0 {
-			return nil, &events.Error{Code: events.CodeNotFound, Message: "every PE of pool " + poolName + " is excluded"}
+			return &events.Error{Code: events.CodeNotFound, Message: "every PE of pool " + poolName + " is excluded"}
 		}
 	}
-	var picks [events.MaxMax + 1]int
 	chosen := picks[:0]
 	want := q.Max
 	aff := -1
@@ -396,7 +394,6 @@ func (v *view) resolve(poolName string, q *events.ResolveRequest) (*bytes.Buffer
 	}
 	chosen = policy.Select(p.picker, chosen, cands, min(want+len(chosen), len(cands)), q.Hint)
 
-	b := answerBufs.Get().(*bytes.Buffer)
 	b.Reset()
 	b.WriteString(`{"scope":"`)
 	b.WriteString(v.scope)
@@ -419,7 +416,7 @@ func (v *view) resolve(poolName string, q *events.ResolveRequest) (*bytes.Buffer
 		n++
 	}
 	b.WriteString("]}")
-	return b, nil
+	return nil
 }
 
 // excluding returns the members not named in exclude.
