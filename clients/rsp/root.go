@@ -106,6 +106,7 @@ flag, wrong arguments, a name that breaks the protocol's rules).`,
 		newReportCmd(g),
 		newCallCmd(g),
 		newAuthCmd(g),
+		newBenchCmd(g),
 	)
 	return root
 }
