@@ -68,7 +68,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		}
 		b.WriteString("\n")
 	}
-	fmt.Fprintf(&b, "## etcd\n\n%s.\n", r.Etcd)
+	// change notifications and memory: changes.go
+	r.writeChangesMemory(&b)
+	r.writeEtcd(&b) // etcd.go
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -36,6 +35,10 @@ type Config struct {
 	Regs     int           // registrations for the registrations/s figure
 	Visible  int           // samples of register-to-visible latency
 	Progress io.Writer     // progress lines; nil: none
+
+	// change notifications and memory (memory.go, changes.go)
+	Changes int // samples of change-notification latency (adds and updates each)
+	MemPEs  int // PEs loaded for the memory-per-PE figure, in MemPEs/10 pools
 }
 
 func (c *Config) defaults() {
@@ -81,7 +84,11 @@ type Report struct {
 	Took     time.Duration
 	Resolve  []ResolveRow
 	Register *RegisterResult
-	Etcd     string // why the etcd column is missing
+	Etcd     string      // why the etcd column is missing
+	EtcdRun  *EtcdResult // the etcd column (etcd.go); nil when missing
+	// change notifications and memory (memory.go, changes.go)
+	Changes *ChangesResult
+	Memory  *MemoryResult
 }
 
 // ThisMachine reads cores, GOMAXPROCS, Go version and the CPU model.
@@ -205,12 +212,25 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		rep.Register = rr
 	}
-	if _, err := exec.LookPath("etcd"); err != nil {
-		rep.Etcd = "etcd not found, column skipped"
-	} else {
-		rep.Etcd = "etcd found on PATH, but the etcd measurement is not implemented yet (no etcd client in go.mod), column skipped"
+	// change notifications and memory (memory.go, changes.go)
+	if cfg.Changes > 0 {
+		sub, err := connect("bench-watcher")
+		if err != nil {
+			return nil, err
+		}
+		if rep.Changes, err = measureChanges(ctx, setup, sub, cfg.Changes, progress); err != nil {
+			return nil, err
+		}
 	}
-	progress("%s", rep.Etcd)
+	if cfg.MemPEs > 0 {
+		if rep.Memory, err = measureMemory(ctx, setup, connect, cfg.MemPEs, progress); err != nil {
+			return nil, err
+		}
+	}
+	// etcd column (etcd.go): same pools, policies and clients as above
+	if rep.EtcdRun, rep.Etcd = runEtcd(ctx, cfg, progress); rep.EtcdRun == nil {
+		progress("%s", rep.Etcd)
+	}
 	rep.Took = time.Since(rep.Started)
 	return rep, nil
 }

@@ -28,7 +28,14 @@ baseline in the same run:
     server answering with a payload of the same size (ratio rsp/echo);
   - registrations per second and register-to-visible latency, next to plain
     JetStream publishes of the same messages;
-  - etcd: not measured yet (the column is skipped and the report says why).
+  - change-notification latency (add, update), next to a bare NATS
+    publish→subscribe of the same message;
+  - name-server memory per PE and start-up time of a new replica over
+    --mem-pes PEs written into the name space, next to the records' size;
+  - etcd, if an etcd binary is on PATH (started on loopback in a temp dir):
+    resolve-and-pick (range read of the pool prefix plus the same policy pick
+    in the client, ratio rsp/etcd), lease-grant+put and watch latency;
+    without it the column is skipped and the report says so.
 
 Progress goes to stderr; the report (results.md, resolution.png) to --out.`,
 		Example: `  rsp bench
@@ -66,6 +73,8 @@ Progress goes to stderr; the report (results.md, resolution.png) to --out.`,
 	f.IntVar(&cfg.MaxPEs, "max", 3, "PEs asked for per resolution")
 	f.IntVar(&cfg.Regs, "regs", 2000, "registrations for the registrations/s figure (0: skip)")
 	f.IntVar(&cfg.Visible, "visible", 200, "samples of register-to-visible latency (0: skip)")
+	f.IntVar(&cfg.Changes, "changes", 200, "samples of change-notification latency, adds and updates each (0: skip)")
+	f.IntVar(&cfg.MemPEs, "mem-pes", 100_000, "PEs (in mem-pes/10 pools) for name-server memory per PE and replica start-up (0: skip)")
 	f.StringVar(&out, "out", "bench-results", "folder for the report")
 	return cmd
 }
