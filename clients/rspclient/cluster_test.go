@@ -15,22 +15,25 @@ import (
 	"github.com/rserpool/rsp/services/nameserver/server"
 )
 
-// recordConn reads the connection that PE id of pool's record names.
-func recordConn(ctx context.Context, t *testing.T, js jetstream.JetStream, pool, id string) *events.Conn {
-	t.Helper()
+// recordConn reads the connection that PE id of pool's record names. Each
+// read is bounded by 2 s: right after a node dies the bucket's stream may
+// be electing a leader, and the caller retries.
+func recordConn(ctx context.Context, js jetstream.JetStream, pool, id string) (*events.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	kv, err := js.KeyValue(ctx, events.Bucket("default"))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	e, err := kv.Get(ctx, events.Key(pool, id))
 	if err != nil {
-		t.Fatalf("record of %s: %v", id, err)
+		return nil, fmt.Errorf("record of %s: %w", id, err)
 	}
 	var rec events.Record
 	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return rec.Conn
+	return rec.Conn, nil
 }
 
 // TestRegistrationSurvivesServerLoss: a PE connected to node 1 of a
@@ -61,7 +64,10 @@ func TestRegistrationSurvivesServerLoss(t *testing.T) {
 	puConn := c.Connect(t, c.URLs(1))
 	pu := newClient(t, puConn)
 	js, _ := jetstream.New(puConn)
-	before := recordConn(ctx, t, js, "keep", "k")
+	before, err := recordConn(ctx, js, "keep", "k")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if before == nil || before.Server != c.Server(0).ID() {
 		t.Fatalf("record names connection %+v, want one on %s", before, c.Name(0))
 	}
@@ -76,15 +82,16 @@ func TestRegistrationSurvivesServerLoss(t *testing.T) {
 	c.Kill(0)
 	killed := time.Now()
 	var after *events.Conn
+	var readErr error
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if peConn.Status() == nats.CONNECTED && peConn.ConnectedServerName() != first {
-			if after = recordConn(ctx, t, js, "keep", "k"); after != nil && after.Server != before.Server {
+			if after, readErr = recordConn(ctx, js, "keep", "k"); readErr == nil && after != nil && after.Server != before.Server {
 				break
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("PE connection on %q (%s), record names %+v, 10 s after %s was killed", peConn.ConnectedServerName(), peConn.Status(), after, first)
+			t.Fatalf("PE connection on %q (%s), record names %+v (last read: %v), 10 s after %s was killed", peConn.ConnectedServerName(), peConn.Status(), after, readErr, first)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
