@@ -1,0 +1,217 @@
+// Command gateway is an HTTP JSON front for rsp resolution, for scripts
+// and clients that know nothing of rsp or NATS:
+//
+//	GET /v1/scopes/{scope}/pools/{pool}?max=N&exclude=a,b&affinity=x&hint.zone=a
+//
+// resolves pool in scope through the name servers (rspclient.Client.Resolve,
+// answers signature-verified) and returns the protocol's answer JSON; errors
+// are the protocol's {"error":{"code","message"}} with a matching HTTP status.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/rserpool/rsp/clients/natsconn"
+	"github.com/rserpool/rsp/clients/rspclient"
+	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/daemon"
+)
+
+type options struct {
+	listen          string
+	natsURL         string
+	scopes          []string
+	creds           string
+	data            string
+	timeout         time.Duration
+	shutdownTimeout time.Duration
+	logLevel        string
+	logFormat       string
+
+	tlsCA, tlsCert, tlsKey string
+}
+
+func main() {
+	if err := command().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func command() *cobra.Command {
+	var o options
+	cmd := &cobra.Command{
+		Use:   "gateway",
+		Short: "Serve rsp resolution over HTTP JSON",
+		Long: `Serve rsp resolution over HTTP for scripts:
+
+  GET /v1/scopes/{scope}/pools/{pool}?max=N&exclude=a,b&affinity=x&hint.zone=a
+
+asks the name servers of scope (request-reply on rsp.<scope>.resolve.<pool>,
+answers checked against their signatures) and returns the protocol's answer
+JSON. Errors are the protocol's {"error":{"code":...,"message":...}} with
+status bad_request 400, forbidden 403, not_found 404, conflict/stale 409,
+unavailable 503 (no name server answered). Scopes not given by --scope are
+not_found. GET /healthz is 200 while every NATS connection is up.
+
+Credentials, per scope: --creds FILE (one scope only), else
+DIR/auth/creds/<scope>/pu.creds under --data when that file exists, else none
+(a name server run with --insecure). Every flag can also be set by an
+environment variable: RSP_ and the flag name in upper case with "-" as "_"
+(RSP_LISTEN, RSP_NATS, RSP_SCOPE=a,b).`,
+		Example: `  gateway --listen 127.0.0.1:8080 --scope default
+  curl -s 'http://127.0.0.1:8080/v1/scopes/default/pools/echo?max=2'`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := daemon.FromEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return run(ctx, o, nil)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "HTTP listen `ADDR`")
+	f.StringVar(&o.natsURL, "nats", nats.DefaultURL, "NATS server `URL`s, comma-separated")
+	f.StringSliceVar(&o.scopes, "scope", []string{events.DefaultScope}, "rsp scope `NAME` to serve (repeatable or comma-separated)")
+	f.StringVar(&o.creds, "creds", "", "NATS credentials `FILE` of a pu user (only with a single --scope)")
+	f.StringVar(&o.data, "data", ".rsp", "the name server's data `DIR`: pu credentials are looked up in DIR/auth/creds/<scope>/pu.creds")
+	f.DurationVar(&o.timeout, "timeout", rspclient.DefaultTimeout, "bound for connecting and for each resolution")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, finish requests in flight at most this long")
+	f.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA `FILE` that verifies the NATS servers")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM client certificate `FILE`, for servers that verify clients")
+	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `FILE` of --tls-cert")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (debug logs every request)")
+	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	return cmd
+}
+
+// credsFile is --creds, or the pu credentials of scope in the data folder
+// when they exist, or "".
+func credsFile(o options, scope string) string {
+	if o.creds != "" {
+		return o.creds
+	}
+	path := filepath.Join(o.data, "auth", "creds", scope, "pu.creds")
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	return ""
+}
+
+// run serves until ctx ends, then shuts the HTTP server down within
+// --shutdown-timeout. ready, if not nil, gets the listen address.
+func run(ctx context.Context, o options, ready chan<- string) error {
+	log, err := daemon.Logger(o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	if len(o.scopes) == 0 {
+		return errors.New("--scope: at least one scope")
+	}
+	if o.creds != "" && len(o.scopes) > 1 {
+		return errors.New("--creds names one user: use it with a single --scope, or --data for several")
+	}
+	if o.timeout <= 0 || o.shutdownTimeout <= 0 {
+		return errors.New("--timeout and --shutdown-timeout must be > 0")
+	}
+	g := &gateway{scopes: map[string]resolver{}, log: log}
+	var conns []*nats.Conn
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	for _, scope := range o.scopes {
+		if err := events.CheckScope(scope); err != nil {
+			return err
+		}
+		if _, dup := g.scopes[scope]; dup {
+			continue
+		}
+		creds := credsFile(o, scope)
+		cfg := natsconn.Config{URLs: o.natsURL, Name: "rsp-gateway", Creds: creds, Timeout: o.timeout, Retry: o.timeout, Logger: log}
+		if o.tlsCA != "" || o.tlsCert != "" || o.tlsKey != "" {
+			if cfg.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
+				return err
+			}
+		}
+		nc, err := natsconn.Dial(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("scope %s: %w", scope, err)
+		}
+		conns = append(conns, nc)
+		copts := []rspclient.Option{rspclient.WithScope(scope), rspclient.WithTimeout(o.timeout), rspclient.WithLogger(log)}
+		if creds != "" {
+			copts = append(copts, rspclient.WithCreds(creds))
+		}
+		c, err := rspclient.New(nc, copts...)
+		if err != nil {
+			return fmt.Errorf("scope %s: %w", scope, err)
+		}
+		g.scopes[scope] = c
+		log.Info("scope", "scope", scope, "nats", nc.ConnectedUrlRedacted(), "creds", creds)
+	}
+	g.healthy = func() error {
+		for _, nc := range conns {
+			if !nc.IsConnected() {
+				return errors.New("NATS connection " + nc.Opts.Name + " is " + nc.Status().String())
+			}
+		}
+		return nil
+	}
+
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           g.handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      o.timeout + 10*time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	addr := ln.Addr().String()
+	log.Info("listening", "addr", addr, "scopes", o.scopes)
+	fmt.Printf("rsp gateway listening on http://%s\n", addr)
+	if ready != nil {
+		ready <- addr
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "bound", o.shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
