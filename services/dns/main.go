@@ -1,0 +1,175 @@
+// Command dns is a DNS front for rsp pools, for clients that know nothing
+// of rsp: `<pool>.<scope>.rsp.` answers A/AAAA records of the pool's PEs'
+// tcp/udp transports in the pool policy's order, `_<pool>._tcp.<scope>.rsp.`
+// SRV records with their ports. It is a pool user like any other: its
+// answers come from a PoolCache per (scope, pool), kept current by the
+// change stream.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/rserpool/rsp/clients/natsconn"
+	"github.com/rserpool/rsp/clients/rspclient"
+	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/daemon"
+)
+
+type options struct {
+	natsURL   string
+	scopes    []string
+	listen    string
+	creds     string
+	data      string
+	ttl       time.Duration
+	max       int
+	caches    int
+	emptyTTL  time.Duration
+	timeout   time.Duration
+	logLevel  string
+	logFormat string
+
+	tlsCA, tlsCert, tlsKey string
+}
+
+func main() {
+	if err := command().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "rsp-dns:", err)
+		os.Exit(1)
+	}
+}
+
+func command() *cobra.Command {
+	var o options
+	cmd := &cobra.Command{
+		Use:   "rsp-dns",
+		Short: "Answer DNS queries for rsp pools",
+		Long: `Serve the DNS zone "rsp." on UDP and TCP at --listen:
+
+  <pool>.<scope>.rsp.          A/AAAA: the IPs of the pool's PEs' tcp and udp
+                               transports (addr HOST:PORT, HOST an IP), in the
+                               order of the pool policy, at most --max
+  _<pool>._tcp.<scope>.rsp.    SRV: port and target <pe_id>.<pool>.<scope>.rsp.
+  _<pool>._udp.<scope>.rsp.    of each PE's tcp (udp) transport, priority =
+                               rank in the policy's order; A/AAAA additionals
+  <pe_id>.<pool>.<scope>.rsp.  A/AAAA of that PE
+
+TTL --ttl; NXDOMAIN for a pool without members; REFUSED outside "rsp." and
+for scopes not served (--scope, repeatable). Each (scope, pool) gets a
+PoolCache on its first query, kept current by the change stream; at most
+--caches of them are kept (least recently used goes first), a cache of a pool
+without members at most --empty-ttl after its last query.
+
+Credentials: --creds FILE (for every scope), else DIR/auth/creds/<scope>/pu.creds
+under --data when that file exists, else none (a name server run with
+--insecure). Every flag can also be set by an environment variable: RSP_ and
+the flag name in upper case with "-" as "_" (RSP_NATS, RSP_LISTEN, RSP_TTL).`,
+		Example: `  rsp-dns --listen 127.0.0.1:8053
+  dig @127.0.0.1 -p 8053 echo.default.rsp. A +short
+  dig @127.0.0.1 -p 8053 _echo._tcp.default.rsp. SRV`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := daemon.FromEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return run(ctx, o, nil)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.natsURL, "nats", nats.DefaultURL, "NATS server `URL`s, comma-separated")
+	f.StringArrayVar(&o.scopes, "scope", []string{events.DefaultScope}, "rsp scope `NAME` to serve (repeatable)")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:8053", "UDP and TCP `ADDR` to answer on")
+	f.StringVar(&o.creds, "creds", "", "NATS credentials `FILE` of a pu user (used for every scope)")
+	f.StringVar(&o.data, "data", ".rsp", "the name server's data `DIR`: pu credentials are looked up in DIR/auth/creds/<scope>/pu.creds")
+	f.DurationVar(&o.ttl, "ttl", time.Second, "TTL of the answers (whole seconds)")
+	f.IntVar(&o.max, "max", 3, "at most this many A/AAAA (or SRV) records per answer")
+	f.IntVar(&o.caches, "caches", 10000, "at most this many pool caches")
+	f.DurationVar(&o.emptyTTL, "empty-ttl", 30*time.Second, "drop the cache of a pool without members after this long without a query")
+	f.DurationVar(&o.timeout, "timeout", rspclient.DefaultTimeout, "bound for connecting and for filling a cache")
+	f.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA `FILE` that verifies the NATS servers")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM client certificate `FILE`, for servers that verify clients")
+	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `FILE` of --tls-cert")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	return cmd
+}
+
+// credsFile is --creds, or the scope's pu credentials in the data folder
+// when they exist, or "".
+func credsFile(o options, scope string) string {
+	if o.creds != "" {
+		return o.creds
+	}
+	path := filepath.Join(o.data, "auth", "creds", scope, "pu.creds")
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	return ""
+}
+
+// run serves until ctx ends; ready, when set, gets the bound UDP and TCP
+// addresses once both listen.
+func run(ctx context.Context, o options, ready func(udp, tcp string)) error {
+	log, err := daemon.Logger(o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	if len(o.scopes) == 0 {
+		return errors.New("--scope: at least one")
+	}
+	for _, s := range o.scopes {
+		if err := events.CheckScope(s); err != nil {
+			return err
+		}
+	}
+	if o.ttl < 0 || o.max < 1 || o.caches < 1 || o.timeout <= 0 || o.emptyTTL <= 0 {
+		return errors.New("--ttl must be ≥ 0, --max and --caches ≥ 1, --timeout and --empty-ttl > 0")
+	}
+	clients := map[string]*rspclient.Client{}
+	for _, scope := range o.scopes {
+		if _, dup := clients[scope]; dup {
+			continue
+		}
+		creds := credsFile(o, scope)
+		cfg := natsconn.Config{URLs: o.natsURL, Name: "rsp-dns", Creds: creds, Timeout: o.timeout, Retry: o.timeout, Logger: log}
+		if o.tlsCA != "" || o.tlsCert != "" || o.tlsKey != "" {
+			if cfg.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
+				return err
+			}
+		}
+		nc, err := natsconn.Dial(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("scope %s: %w", scope, err)
+		}
+		defer nc.Close()
+		c, err := rspclient.New(nc, rspclient.WithScope(scope), rspclient.WithTimeout(o.timeout), rspclient.WithLogger(log))
+		if err != nil {
+			return err
+		}
+		clients[scope] = c
+		log.Info("scope", "scope", scope, "nats", nc.ConnectedUrlRedacted(), "creds", creds)
+	}
+	cctx, cancel := context.WithCancel(context.Background())
+	caches := newCacheSet(cctx, clients, o.caches, o.emptyTTL, log)
+	defer func() {
+		cancel()
+		caches.closeAll()
+	}()
+	go caches.sweep(cctx)
+	h := &handler{caches: caches, ttl: uint32((o.ttl + time.Second - 1) / time.Second), max: o.max, log: log}
+	return serve(ctx, o.listen, h, log, ready)
+}
