@@ -1,0 +1,165 @@
+// Command rsp-proxy is a TCP front of an rsp pool for clients that know
+// nothing of rsp: it accepts plain TCP connections and splices each to a
+// pool element (PE) of the pool, chosen by the pool's policy from a local
+// cache of the pool kept current by its change stream.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/rserpool/rsp/clients/natsconn"
+	"github.com/rserpool/rsp/clients/rspclient"
+	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/daemon"
+)
+
+type options struct {
+	natsURL        string
+	scope          string
+	pool           string
+	listen         string
+	creds          string
+	data           string
+	connectTimeout time.Duration
+	drainTimeout   time.Duration
+	timeout        time.Duration
+	logLevel       string
+	logFormat      string
+
+	tlsCA, tlsCert, tlsKey string
+}
+
+func main() {
+	if err := command().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "rsp-proxy:", err)
+		os.Exit(1)
+	}
+}
+
+func command() *cobra.Command {
+	var o options
+	cmd := &cobra.Command{
+		Use:   "rsp-proxy",
+		Short: "Splice plain TCP connections to the PEs of an rsp pool",
+		Long: `Accept plain TCP connections on --listen and splice each to a pool element
+(PE) of pool --pool, on the PE's "tcp" transport. The PE is chosen by the
+pool's policy (round robin, ...) from a local cache of the pool, kept current
+by the pool's change stream. If the connection to the PE fails (refused, or
+not accepted within --connect-timeout), the PE is reported failed and the next
+one is tried, up to every PE of the pool; when none accepts, the client's
+connection is closed.
+
+A connection stays on its PE for its whole life, even when the PE
+deregisters: new connections go to the remaining PEs. Half-closes are passed
+on both ways.
+
+SIGINT or SIGTERM stop accepting; the open connections may finish for at
+most --drain-timeout, then the rest are closed and rsp-proxy exits 0.
+
+Credentials: --creds FILE, else DIR/auth/creds/<scope>/pu.creds under --data
+when that file exists, else none (a name server run with --insecure). Every
+flag can also be set by an environment variable: RSP_ and the flag name in
+upper case with "-" as "_" (RSP_NATS, RSP_POOL, RSP_LISTEN).`,
+		Example: `  rsp-proxy --pool echo --listen 127.0.0.1:9000
+  nc 127.0.0.1 9000`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := daemon.FromEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return run(ctx, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.natsURL, "nats", nats.DefaultURL, "NATS server `URL`s, comma-separated")
+	f.StringVar(&o.scope, "scope", events.DefaultScope, "rsp scope `NAME`")
+	f.StringVar(&o.pool, "pool", "", "pool `HANDLE` to proxy to (required)")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:9000", "TCP `ADDRESS` to accept connections on")
+	f.StringVar(&o.creds, "creds", "", "NATS credentials `FILE` of a pu (pool user)")
+	f.StringVar(&o.data, "data", ".rsp", "the name server's data `DIR`: pu credentials are looked up in DIR/auth/creds/<scope>/pu.creds")
+	f.DurationVar(&o.connectTimeout, "connect-timeout", time.Second, "bound for each connect to a PE")
+	f.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, let open connections finish at most this long")
+	f.DurationVar(&o.timeout, "timeout", rspclient.DefaultTimeout, "bound for connecting to NATS and for each wait (filling the cache, ...)")
+	f.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA `FILE` that verifies the NATS servers")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM client certificate `FILE`, for servers that verify clients")
+	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `FILE` of --tls-cert")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	return cmd
+}
+
+// credsFile is --creds, or the pu credentials in the data folder when they
+// exist, or "".
+func credsFile(o options) string {
+	if o.creds != "" {
+		return o.creds
+	}
+	path := filepath.Join(o.data, "auth", "creds", o.scope, "pu.creds")
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	return ""
+}
+
+func run(ctx context.Context, o options) error {
+	log, err := daemon.Logger(o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	if o.pool == "" {
+		return errors.New("--pool is required")
+	}
+	if err := events.CheckScope(o.scope); err != nil {
+		return err
+	}
+	if err := events.CheckPool(o.pool); err != nil {
+		return err
+	}
+	if o.connectTimeout <= 0 || o.drainTimeout < 0 || o.timeout <= 0 {
+		return errors.New("--connect-timeout and --timeout must be > 0, --drain-timeout ≥ 0")
+	}
+	creds := credsFile(o)
+	copts := []rspclient.Option{rspclient.WithScope(o.scope), rspclient.WithTimeout(o.timeout), rspclient.WithLogger(log)}
+	if creds != "" {
+		copts = append(copts, rspclient.WithCreds(creds))
+	}
+	cfg := natsconn.Config{URLs: o.natsURL, Name: "rsp-proxy", Creds: creds, Timeout: o.timeout, Retry: o.timeout, Logger: log}
+	if o.tlsCA != "" || o.tlsCert != "" || o.tlsKey != "" {
+		if cfg.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
+			return err
+		}
+	}
+	nc, err := natsconn.Dial(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	c, err := rspclient.New(nc, copts...)
+	if err != nil {
+		return err
+	}
+	// The cache lives until the proxy is done draining, not until the signal.
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	pc, err := c.Cache(cctx, o.pool)
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	p := newProxy(pc, o.connectTimeout, log.With("pool", o.pool))
+	return p.ListenAndServe(ctx, o.listen, o.drainTimeout)
+}
