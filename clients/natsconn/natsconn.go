@@ -118,8 +118,12 @@ func firstConnect(retry time.Duration) backoff.BackOff {
 
 // TLSFiles makes a client TLS config: ca verifies the servers (empty: the
 // system's roots); cert and key, both or neither, are the client's own
-// certificate for servers that verify clients.
+// certificate for servers that verify clients. With no file at all it
+// returns nil: no TLS beyond what a tls:// URL asks for.
 func TLSFiles(ca, cert, key string) (*tls.Config, error) {
+	if ca == "" && cert == "" && key == "" {
+		return nil, nil
+	}
 	c := &tls.Config{MinVersion: tls.VersionTLS12}
 	if ca != "" {
 		pool, err := loadCA(ca)

@@ -41,6 +41,9 @@ func TestTLSFilesErrors(t *testing.T) {
 	if _, err := TLSFiles("/no/ca.pem", "", ""); err == nil || !strings.Contains(err.Error(), "CA") {
 		t.Fatalf("missing CA: %v", err)
 	}
+	if c, err := TLSFiles("", "", ""); c != nil || err != nil {
+		t.Fatalf("no TLS file: %v, %v; want no TLS config", c, err)
+	}
 	if _, err := ServerTLSFiles("", "", ""); err == nil {
 		t.Fatal("server TLS without a certificate accepted")
 	}

@@ -145,25 +145,15 @@ func (g *globals) storeDir() string { return filepath.Join(g.data, "auth") }
 // credsFor returns the credentials file for a command of role: --creds,
 // or the role's file in the data folder when there is one, or "".
 func (g *globals) credsFor(role auth.Role) string {
-	if g.creds != "" {
-		return g.creds
-	}
-	path := filepath.Join(g.storeDir(), "creds", g.scope, string(role)+".creds")
-	if _, err := os.Stat(path); err == nil {
-		return path
-	}
-	return ""
+	return auth.FindCreds(g.creds, g.data, g.scope, role)
 }
 
 // dial connects to --nats with creds (may be empty) and the TLS flags.
 func (g *globals) dial(ctx context.Context, name, creds string) (*nats.Conn, error) {
 	cfg := natsconn.Config{URLs: g.natsURL, Name: name, Creds: creds, Timeout: g.timeout, Logger: g.log}
-	if g.tlsCA != "" || g.tlsCert != "" || g.tlsKey != "" {
-		t, err := natsconn.TLSFiles(g.tlsCA, g.tlsCert, g.tlsKey)
-		if err != nil {
-			return nil, err
-		}
-		cfg.TLS = t
+	var err error
+	if cfg.TLS, err = natsconn.TLSFiles(g.tlsCA, g.tlsCert, g.tlsKey); err != nil {
+		return nil, err
 	}
 	return natsconn.Dial(ctx, cfg)
 }

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/daemon"
+	"github.com/rserpool/rsp/services/nameserver/auth"
 )
 
 type options struct {
@@ -108,19 +108,6 @@ the flag name in upper case with "-" as "_" (RSP_NATS, RSP_LISTEN, RSP_TTL).`,
 	return cmd
 }
 
-// credsFile is --creds, or the scope's pu credentials in the data folder
-// when they exist, or "".
-func credsFile(o options, scope string) string {
-	if o.creds != "" {
-		return o.creds
-	}
-	path := filepath.Join(o.data, "auth", "creds", scope, "pu.creds")
-	if _, err := os.Stat(path); err == nil {
-		return path
-	}
-	return ""
-}
-
 // run serves until ctx ends; ready, when set, gets the bound UDP and TCP
 // addresses once both listen.
 func run(ctx context.Context, o options, ready func(udp, tcp string)) error {
@@ -144,12 +131,10 @@ func run(ctx context.Context, o options, ready func(udp, tcp string)) error {
 		if _, dup := clients[scope]; dup {
 			continue
 		}
-		creds := credsFile(o, scope)
+		creds := auth.FindCreds(o.creds, o.data, scope, auth.RolePU)
 		cfg := natsconn.Config{URLs: o.natsURL, Name: "rsp-dns", Creds: creds, Timeout: o.timeout, Retry: o.timeout, Logger: log}
-		if o.tlsCA != "" || o.tlsCert != "" || o.tlsKey != "" {
-			if cfg.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
-				return err
-			}
+		if cfg.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
+			return err
 		}
 		nc, err := natsconn.Dial(ctx, cfg)
 		if err != nil {

@@ -18,14 +18,14 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/rserpool/rsp/services/daemon"
-
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/daemon"
+	"github.com/rserpool/rsp/services/nameserver/auth"
 )
 
 type options struct {
@@ -125,19 +125,6 @@ func defaultKeyFile() string {
 	return filepath.Join(dir, "rsp", "user.nk")
 }
 
-// credsFile is --creds, or the pe credentials in the data folder when they
-// exist, or "".
-func credsFile(o options) string {
-	if o.creds != "" {
-		return o.creds
-	}
-	path := filepath.Join(o.data, "auth", "creds", o.scope, "pe.creds")
-	if _, err := os.Stat(path); err == nil {
-		return path
-	}
-	return ""
-}
-
 func run(ctx context.Context, o options) error {
 	log, err := daemon.Logger(o.logLevel, o.logFormat)
 	if err != nil {
@@ -152,7 +139,7 @@ func run(ctx context.Context, o options) error {
 	if o.drainTimeout < 0 || o.idle <= 0 || o.workers < 1 || o.timeout <= 0 {
 		return errors.New("--drain-timeout must be ≥ 0, --idle and --timeout > 0, --workers ≥ 1")
 	}
-	creds := credsFile(o)
+	creds := auth.FindCreds(o.creds, o.data, o.scope, auth.RolePE)
 	copts := []rspclient.Option{rspclient.WithScope(o.scope), rspclient.WithTimeout(o.timeout), rspclient.WithLogger(log)}
 	switch {
 	case creds != "":
@@ -165,10 +152,8 @@ func run(ctx context.Context, o options) error {
 		copts = append(copts, rspclient.WithKey(kp))
 	}
 	cfg := natsconn.Config{URLs: o.natsURL, Name: "rsp-echo", Creds: creds, Timeout: o.timeout, Retry: o.timeout, Logger: log}
-	if o.tlsCA != "" || o.tlsCert != "" || o.tlsKey != "" {
-		if cfg.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
-			return err
-		}
+	if cfg.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
+		return err
 	}
 	nc, err := natsconn.Dial(ctx, cfg)
 	if err != nil {

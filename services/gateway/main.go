@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -27,6 +26,7 @@ import (
 	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/daemon"
+	"github.com/rserpool/rsp/services/nameserver/auth"
 )
 
 type options struct {
@@ -101,19 +101,6 @@ environment variable: RSP_ and the flag name in upper case with "-" as "_"
 	return cmd
 }
 
-// credsFile is --creds, or the pu credentials of scope in the data folder
-// when they exist, or "".
-func credsFile(o options, scope string) string {
-	if o.creds != "" {
-		return o.creds
-	}
-	path := filepath.Join(o.data, "auth", "creds", scope, "pu.creds")
-	if _, err := os.Stat(path); err == nil {
-		return path
-	}
-	return ""
-}
-
 // run serves until ctx ends, then shuts the HTTP server down within
 // --shutdown-timeout. ready, if not nil, gets the listen address.
 func run(ctx context.Context, o options, ready chan<- string) error {
@@ -144,12 +131,10 @@ func run(ctx context.Context, o options, ready chan<- string) error {
 		if _, dup := g.scopes[scope]; dup {
 			continue
 		}
-		creds := credsFile(o, scope)
+		creds := auth.FindCreds(o.creds, o.data, scope, auth.RolePU)
 		cfg := natsconn.Config{URLs: o.natsURL, Name: "rsp-gateway", Creds: creds, Timeout: o.timeout, Retry: o.timeout, Logger: log}
-		if o.tlsCA != "" || o.tlsCert != "" || o.tlsKey != "" {
-			if cfg.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
-				return err
-			}
+		if cfg.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
+			return err
 		}
 		nc, err := natsconn.Dial(ctx, cfg)
 		if err != nil {

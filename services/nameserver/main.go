@@ -17,8 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/rserpool/rsp/services/daemon"
-
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
@@ -26,6 +24,7 @@ import (
 	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/daemon"
 	"github.com/rserpool/rsp/services/nameserver/auth"
 	"github.com/rserpool/rsp/services/nameserver/embedded"
 	"github.com/rserpool/rsp/services/nameserver/server"
@@ -188,10 +187,8 @@ func run(ctx context.Context, o options) error {
 			// In-process: no socket, no TLS to set up (so no tls:// URL).
 			conn.URLs = ""
 			conn.Options = append(conn.Options, nats.InProcessServer(ns))
-		} else if o.tlsCA != "" || o.tlsCert != "" {
-			if conn.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
-				return err
-			}
+		} else if conn.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
+			return err
 		}
 		r, err := startReplica(ctx, conn, server.Config{
 			Scopes: g.scopes, ID: o.id, Replicas: o.replicas, ClockSkew: o.skew, Logger: log, Auth: g.auth,

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/daemon"
+	"github.com/rserpool/rsp/services/nameserver/auth"
 )
 
 type options struct {
@@ -102,19 +102,6 @@ upper case with "-" as "_" (RSP_NATS, RSP_POOL, RSP_LISTEN).`,
 	return cmd
 }
 
-// credsFile is --creds, or the pu credentials in the data folder when they
-// exist, or "".
-func credsFile(o options) string {
-	if o.creds != "" {
-		return o.creds
-	}
-	path := filepath.Join(o.data, "auth", "creds", o.scope, "pu.creds")
-	if _, err := os.Stat(path); err == nil {
-		return path
-	}
-	return ""
-}
-
 func run(ctx context.Context, o options) error {
 	log, err := daemon.Logger(o.logLevel, o.logFormat)
 	if err != nil {
@@ -132,16 +119,14 @@ func run(ctx context.Context, o options) error {
 	if o.connectTimeout <= 0 || o.drainTimeout < 0 || o.timeout <= 0 {
 		return errors.New("--connect-timeout and --timeout must be > 0, --drain-timeout ≥ 0")
 	}
-	creds := credsFile(o)
+	creds := auth.FindCreds(o.creds, o.data, o.scope, auth.RolePU)
 	copts := []rspclient.Option{rspclient.WithScope(o.scope), rspclient.WithTimeout(o.timeout), rspclient.WithLogger(log)}
 	if creds != "" {
 		copts = append(copts, rspclient.WithCreds(creds))
 	}
 	cfg := natsconn.Config{URLs: o.natsURL, Name: "rsp-proxy", Creds: creds, Timeout: o.timeout, Retry: o.timeout, Logger: log}
-	if o.tlsCA != "" || o.tlsCert != "" || o.tlsKey != "" {
-		if cfg.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
-			return err
-		}
+	if cfg.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
+		return err
 	}
 	nc, err := natsconn.Dial(ctx, cfg)
 	if err != nil {

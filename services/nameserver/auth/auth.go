@@ -228,7 +228,26 @@ func (s *Store) AccountJWT(scope string) (string, error) {
 
 // CredsPath is the creds file of scope's user for role, made by Init.
 func (s *Store) CredsPath(scope string, role Role) string {
-	return s.path("creds", scope, string(role)+".creds")
+	return credsPath(s.dir, scope, role)
+}
+
+func credsPath(storeDir, scope string, role Role) string {
+	return filepath.Join(storeDir, "creds", scope, string(role)+".creds")
+}
+
+// FindCreds is how rsp's programs choose their credentials: given (a
+// --creds flag) when set, else the role's creds file of the store in
+// dataDir/auth (a name server's --data) when it exists, else "" (no
+// credentials: a name server run with --insecure).
+func FindCreds(given, dataDir, scope string, role Role) string {
+	if given != "" {
+		return given
+	}
+	path := credsPath(filepath.Join(dataDir, "auth"), scope, role)
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	return ""
 }
 
 // SystemCredsPath is the creds file of the system user, which may push
