@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,30 +24,9 @@ import (
 var rspBin, nsBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "rsp-cli-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	rspBin = filepath.Join(dir, "rsp")
-	build := exec.Command("go", "build", "-o", rspBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build rsp:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	nsBin = filepath.Join(dir, "nameserver")
-	build = exec.Command("go", "build", "-o", nsBin, "../../services/nameserver")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build nameserver:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	nstest.RunWithBinaries(m,
+		nstest.Binary{Name: "rsp", Pkg: ".", Path: &rspBin},
+		nstest.Binary{Name: "nameserver", Pkg: "../../services/nameserver", Path: &nsBin})
 }
 
 // env is a test's world: a NATS server, maybe a name server, and a key dir.

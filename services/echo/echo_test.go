@@ -27,22 +27,7 @@ import (
 var echoBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "rsp-echo-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	echoBin = filepath.Join(dir, "echo")
-	build := exec.Command("go", "build", "-o", echoBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build echo:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	nstest.RunWithBinaries(m, nstest.Binary{Name: "echo", Pkg: ".", Path: &echoBin})
 }
 
 // env is a test's world: an embedded NATS server with a name server and

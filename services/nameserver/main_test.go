@@ -2,14 +2,12 @@ package main
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -62,10 +60,11 @@ func TestBinary(t *testing.T) {
 	}
 }
 
-var binOnce struct {
-	sync.Once
-	path string
-	err  error
+// nsBin is the name server binary, built once for all tests.
+var nsBin string
+
+func TestMain(m *testing.M) {
+	nstest.RunWithBinaries(m, nstest.Binary{Name: "nameserver", Pkg: ".", Path: &nsBin})
 }
 
 func credsOf(data, scope, role string) string {
@@ -86,25 +85,11 @@ func TestInsecure(t *testing.T) {
 	}
 }
 
-// startBinary builds the name server once and starts it with args; it
-// returns the process and the client URL it printed.
+// startBinary starts the name server with args; it returns the process
+// and the client URL it printed.
 func startBinary(t *testing.T, args ...string) (*exec.Cmd, string) {
 	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nameserver-test")
-		if err != nil {
-			binOnce.err = err
-			return
-		}
-		binOnce.path = filepath.Join(dir, "nameserver")
-		if out, err := exec.Command("go", "build", "-o", binOnce.path, ".").CombinedOutput(); err != nil {
-			binOnce.err = fmt.Errorf("build: %v\n%s", err, out)
-		}
-	})
-	if binOnce.err != nil {
-		t.Fatal(binOnce.err)
-	}
-	cmd := exec.Command(binOnce.path, args...)
+	cmd := exec.Command(nsBin, args...)
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if !testing.Verbose() {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -25,22 +24,7 @@ import (
 var proxyBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "rsp-proxy-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	proxyBin = filepath.Join(dir, "rsp-proxy")
-	build := exec.Command("go", "build", "-o", proxyBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build rsp-proxy:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	nstest.RunWithBinaries(m, nstest.Binary{Name: "rsp-proxy", Pkg: ".", Path: &proxyBin})
 }
 
 const wait = 10 * time.Second // bound of every wait
