@@ -424,60 +424,6 @@ func waitWatch(wch clientv3.WatchChan, key string, timeout time.Duration) bool {
 	}
 }
 
-// loadOps runs clients goroutines, each calling its own op (made by mk)
-// one call after the other: for warmup (not recorded), then for d (every
-// latency recorded). An op that returns an error counts as an error.
-func loadOps(clients int, warmup, d time.Duration, mk func() func() error) Stats {
-	ops := make([]func() error, clients)
-	for i := range ops {
-		ops[i] = mk()
-	}
-	run := func(d time.Duration, record bool) ([]time.Duration, int, time.Duration) {
-		var wg sync.WaitGroup
-		var errs atomic.Int64
-		per := make([][]time.Duration, clients)
-		start := time.Now()
-		end := start.Add(d)
-		for c := range clients {
-			var lat []time.Duration
-			if record {
-				lat = make([]time.Duration, 0, 1<<14)
-			}
-			op := ops[c]
-			wg.Go(func() {
-				for {
-					t0 := time.Now()
-					if !t0.Before(end) {
-						break
-					}
-					err := op()
-					el := time.Since(t0)
-					if err != nil {
-						errs.Add(1)
-						continue
-					}
-					if record {
-						lat = append(lat, el)
-					}
-				}
-				per[c] = lat
-			})
-		}
-		wg.Wait()
-		elapsed := time.Since(start)
-		var all []time.Duration
-		for _, l := range per {
-			all = append(all, l...)
-		}
-		return all, int(errs.Load()), elapsed
-	}
-	if warmup > 0 {
-		run(warmup, false)
-	}
-	all, errs, elapsed := run(d, true)
-	return Summarize(all, errs, elapsed)
-}
-
 // writeEtcd writes the etcd section of the Markdown report.
 func (r *Report) writeEtcd(b *strings.Builder) {
 	e := r.EtcdRun

@@ -291,11 +291,14 @@ func fillPool(ctx context.Context, nc *nats.Conn, kp nkeys.KeyPair, pool, pol st
 	}
 }
 
-// load runs clients goroutines, each sending request q to subject over nc
-// one after the other: for warmup (not recorded), then for d (every
-// latency recorded). An answer that is a NATS error or carries an rsp
-// error counts as an error.
-func load(nc *nats.Conn, subject string, q []byte, clients int, warmup, d time.Duration) Stats {
+// loadOps runs clients goroutines, each calling its own op (made by mk)
+// one call after the other: for warmup (not recorded), then for d (every
+// latency recorded). An op that returns an error counts as an error.
+func loadOps(clients int, warmup, d time.Duration, mk func() func() error) Stats {
+	ops := make([]func() error, clients)
+	for i := range ops {
+		ops[i] = mk()
+	}
 	run := func(d time.Duration, record bool) ([]time.Duration, int, time.Duration) {
 		var wg sync.WaitGroup
 		var errs atomic.Int64
@@ -307,15 +310,16 @@ func load(nc *nats.Conn, subject string, q []byte, clients int, warmup, d time.D
 			if record {
 				lat = make([]time.Duration, 0, 1<<16)
 			}
+			op := ops[c]
 			wg.Go(func() {
 				for {
 					t0 := time.Now()
 					if !t0.Before(end) {
 						break
 					}
-					m, err := nc.Request(subject, q, 5*time.Second)
+					err := op()
 					el := time.Since(t0)
-					if err != nil || isErrorAnswer(m.Data) {
+					if err != nil {
 						errs.Add(1)
 						continue
 					}
@@ -339,6 +343,22 @@ func load(nc *nats.Conn, subject string, q []byte, clients int, warmup, d time.D
 	}
 	all, errs, elapsed := run(d, true)
 	return Summarize(all, errs, elapsed)
+}
+
+// load runs clients goroutines, each sending request q to subject over nc
+// one after the other: for warmup (not recorded), then for d (every
+// latency recorded). An answer that is a NATS error or carries an rsp
+// error counts as an error.
+func load(nc *nats.Conn, subject string, q []byte, clients int, warmup, d time.Duration) Stats {
+	return loadOps(clients, warmup, d, func() func() error {
+		return func() error {
+			m, err := nc.Request(subject, q, 5*time.Second)
+			if err == nil && isErrorAnswer(m.Data) {
+				err = errors.New("error answer")
+			}
+			return err
+		}
+	})
 }
 
 // isErrorAnswer is whether a resolution answer carries an error (a short
