@@ -1,13 +1,18 @@
-// Package daemon holds what every rsp daemon (the name server, the echo
-// PE) does the same way: configuration from the environment and logging.
+// Package daemon holds what every rsp daemon (the name server, echo, dns,
+// proxy, gateway) does the same way: configuration from the environment,
+// logging, signals and exit status.
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
@@ -40,4 +45,26 @@ func Logger(level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, ho)), nil
 	}
 	return nil, fmt.Errorf("--log-format: %q is not text or json", format)
+}
+
+// RunE is a cobra RunE for a daemon: it reads the flags' environment
+// variables, then calls run with a context that ends on SIGINT or SIGTERM.
+func RunE(run func(ctx context.Context) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		if err := FromEnv(cmd.Flags()); err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return run(ctx)
+	}
+}
+
+// Main executes a daemon's command; an error is one line "NAME: reason"
+// on stderr and exit status 1.
+func Main(name string, cmd *cobra.Command) {
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
 }

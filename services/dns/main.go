@@ -10,9 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -42,12 +39,7 @@ type options struct {
 	tlsCA, tlsCert, tlsKey string
 }
 
-func main() {
-	if err := command().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "rsp-dns:", err)
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("rsp-dns", command()) }
 
 func command() *cobra.Command {
 	var o options
@@ -80,14 +72,7 @@ the flag name in upper case with "-" as "_" (RSP_NATS, RSP_LISTEN, RSP_TTL).`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := daemon.FromEnv(cmd.Flags()); err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			return run(ctx, o, nil)
-		},
+		RunE:          daemon.RunE(func(ctx context.Context) error { return run(ctx, o, nil) }),
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.natsURL, "nats", nats.DefaultURL, "NATS server `URL`s, comma-separated")

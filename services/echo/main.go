@@ -10,12 +10,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -47,13 +45,7 @@ type options struct {
 	tlsCA, tlsCert, tlsKey string
 }
 
-func main() {
-	cmd := command()
-	if err := cmd.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "echo:", err)
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("echo", command()) }
 
 func command() *cobra.Command {
 	var o options
@@ -87,14 +79,7 @@ flag name in upper case with "-" as "_" (RSP_NATS, RSP_POOL, RSP_DRAIN_TIMEOUT).
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := daemon.FromEnv(cmd.Flags()); err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			return run(ctx, o)
-		},
+		RunE:          daemon.RunE(func(ctx context.Context) error { return run(ctx, o) }),
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.natsURL, "nats", nats.DefaultURL, "NATS server `URL`s, comma-separated")

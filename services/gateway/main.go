@@ -14,9 +14,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -43,12 +40,7 @@ type options struct {
 	tlsCA, tlsCert, tlsKey string
 }
 
-func main() {
-	if err := command().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "gateway:", err)
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("gateway", command()) }
 
 func command() *cobra.Command {
 	var o options
@@ -76,14 +68,7 @@ environment variable: RSP_ and the flag name in upper case with "-" as "_"
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := daemon.FromEnv(cmd.Flags()); err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			return run(ctx, o, nil)
-		},
+		RunE:          daemon.RunE(func(ctx context.Context) error { return run(ctx, o, nil) }),
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "HTTP listen `ADDR`")

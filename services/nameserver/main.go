@@ -9,12 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
@@ -55,12 +53,7 @@ type options struct {
 	clusterListen, routes  string
 }
 
-func main() {
-	if err := command().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "nameserver:", err)
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("nameserver", command()) }
 
 func command() *cobra.Command {
 	var o options
@@ -84,14 +77,7 @@ name in upper case with "-" as "_" (RSP_DATA, RSP_NATS, RSP_SCOPE=a,b).`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := daemon.FromEnv(cmd.Flags()); err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			return run(ctx, o)
-		},
+		RunE:          daemon.RunE(func(ctx context.Context) error { return run(ctx, o) }),
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.data, "data", ".rsp", "data directory of the embedded NATS server")

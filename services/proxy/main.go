@@ -7,10 +7,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,12 +35,7 @@ type options struct {
 	tlsCA, tlsCert, tlsKey string
 }
 
-func main() {
-	if err := command().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "rsp-proxy:", err)
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("rsp-proxy", command()) }
 
 func command() *cobra.Command {
 	var o options
@@ -75,14 +66,7 @@ upper case with "-" as "_" (RSP_NATS, RSP_POOL, RSP_LISTEN).`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := daemon.FromEnv(cmd.Flags()); err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			return run(ctx, o)
-		},
+		RunE:          daemon.RunE(func(ctx context.Context) error { return run(ctx, o) }),
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.natsURL, "nats", nats.DefaultURL, "NATS server `URL`s, comma-separated")
