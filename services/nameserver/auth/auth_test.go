@@ -17,6 +17,7 @@ import (
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/nameserver/auth"
 	"github.com/rserpool/rsp/services/nameserver/embedded"
+	"github.com/rserpool/rsp/services/nameserver/nstest"
 )
 
 // world is a store and an embedded server in operator mode.
@@ -600,14 +601,7 @@ func TestInitIsIdempotent(t *testing.T) {
 
 func credsClaims(t *testing.T, path string) *jwt.UserClaims {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := jwt.ParseDecoratedJWT(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok, _ := nstest.ReadCreds(t, path)
 	uc, err := jwt.DecodeUserClaims(tok)
 	if err != nil {
 		t.Fatal(err)
