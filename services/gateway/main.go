@@ -157,7 +157,6 @@ func run(ctx context.Context, o options, ready chan<- string) error {
 		WriteTimeout:      o.timeout + 10*time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	addr := ln.Addr().String()
 	log.Info("listening", "addr", addr, "scopes", o.scopes)
@@ -165,21 +164,7 @@ func run(ctx context.Context, o options, ready chan<- string) error {
 	if ready != nil {
 		ready <- addr
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	log.Info("shutting down", "bound", o.shutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		_ = srv.Close()
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := daemon.ServeHTTP(ctx, srv, ln, log, o.shutdownTimeout); err != nil {
 		return err
 	}
 	log.Info("stopped")

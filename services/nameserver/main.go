@@ -8,6 +8,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +19,8 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"github.com/rserpool/rsp/clients/natsconn"
@@ -25,6 +29,7 @@ import (
 	"github.com/rserpool/rsp/services/daemon"
 	"github.com/rserpool/rsp/services/nameserver/auth"
 	"github.com/rserpool/rsp/services/nameserver/embedded"
+	"github.com/rserpool/rsp/services/nameserver/monitor"
 	"github.com/rserpool/rsp/services/nameserver/server"
 )
 
@@ -51,6 +56,8 @@ type options struct {
 
 	tlsCert, tlsKey, tlsCA string
 	clusterListen, routes  string
+
+	metrics string
 }
 
 func main() { daemon.Main("nameserver", command()) }
@@ -101,7 +108,8 @@ name in upper case with "-" as "_" (RSP_DATA, RSP_NATS, RSP_SCOPE=a,b).`,
 	f.StringSliceVar(&o.reportWindow, "report-window", nil, "how long a failure report counts: DURATION for every scope or SCOPE=DURATION (repeatable; default 10s)")
 	f.BoolVar(&o.checkReported, "check-reported", true, "check a reported PE itself (request to its nats transport, TCP connect to its tcp transport) and take it out at once if that fails")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	f.StringVar(&o.logFormat, "log-format", "text", "text or json (lines about an event carry event_id, event_seq, pool and pe_id)")
+	f.StringVar(&o.metrics, "metrics", "", "HOST:PORT of the HTTP listener for /metrics (Prometheus), /healthz, /readyz and the live pool page / (empty: none); it shows every pool to whoever reaches it, so keep it on loopback or behind a proxy that authenticates")
 	return cmd
 }
 
@@ -127,6 +135,15 @@ func run(ctx context.Context, o options) error {
 	reports, err := parseReports(o.maxBadReports, o.reportWindow, o.scopes)
 	if err != nil {
 		return err
+	}
+	var metrics *server.Metrics
+	var mon *monitor.Monitor
+	if o.metrics != "" {
+		var stop func()
+		if mon, metrics, stop, err = startMonitor(ctx, o.metrics, log); err != nil {
+			return err
+		}
+		defer stop()
 	}
 	urls := o.natsURLs
 	var ns *natsserver.Server
@@ -180,17 +197,68 @@ func run(ctx context.Context, o options) error {
 			Scopes: g.scopes, ID: o.id, Replicas: o.replicas, ClockSkew: o.skew, Logger: log, Auth: g.auth,
 			DisconnectGrace: o.disconnectGrace, NoChecks: !o.checkReported,
 			MaxBadPEReports: reports.defaults.MaxBadPEReports, ReportWindow: reports.defaults.Window,
-			ScopeReports: reports.forScopes(g.scopes),
+			ScopeReports: reports.forScopes(g.scopes), Metrics: metrics,
 		})
 		if err != nil {
 			return err
 		}
 		replicas = append(replicas, r)
 	}
+	if mon != nil {
+		srvs := make([]*server.NameServer, len(replicas))
+		for i, r := range replicas {
+			srvs[i] = r.srv
+		}
+		if err := mon.Attach(srvs...); err != nil {
+			return err
+		}
+	}
 	fmt.Print(banner(replicas[0].srv.ID(), o, urls, store))
 	<-ctx.Done()
 	log.Info("shutting down")
 	return nil
+}
+
+// startMonitor serves metrics, health and the pool page on addr until ctx
+// ends; stop closes the page's streams and waits for the listener.
+func startMonitor(ctx context.Context, addr string, log *slog.Logger) (*monitor.Monitor, *server.Metrics, func(), error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := server.NewMetrics(reg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("--metrics: %w", err)
+	}
+	if host, _, _ := net.SplitHostPort(addr); !isLoopback(host) {
+		log.Warn("--metrics listens beyond loopback: the pool page and /api/pools show every PE of every scope to whoever reaches it", "addr", addr)
+	}
+	mon := monitor.New(monitor.Config{Gatherer: reg, Logger: log})
+	srv := &http.Server{Handler: mon.Handler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
+	log.Info("monitor listening", "url", "http://"+ln.Addr().String()+"/", "metrics", "http://"+ln.Addr().String()+"/metrics")
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := daemon.ServeHTTP(sctx, srv, ln, log, 5*time.Second); err != nil {
+			log.Error("monitor HTTP server", "err", err)
+		}
+	}()
+	return mon, metrics, func() {
+		mon.Close() // the page streams end, so Shutdown need not wait for them
+		cancel()
+		<-done
+	}, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // group is a set of scopes served on one connection. In operator mode each

@@ -46,6 +46,7 @@ type supervised struct {
 	log    *slog.Logger
 
 	mu       sync.Mutex
+	cons     jetstream.Consumer // the current consumer, for its lag
 	cc       jetstream.ConsumeContext
 	stopping bool
 	restart  chan struct{} // the current Consume is sick
@@ -116,8 +117,24 @@ func (s *supervised) start(ctx context.Context) error {
 		cc.Stop()
 		return nil
 	}
-	s.cc = cc
+	s.cc, s.cons = cc, cons
 	return nil
+}
+
+// lag is how many messages of the consumer wait for delivery and how
+// many wait for an ack.
+func (s *supervised) lag(ctx context.Context) (pending uint64, ackPending int, _ error) {
+	s.mu.Lock()
+	cons := s.cons
+	s.mu.Unlock()
+	if cons == nil {
+		return 0, 0, errors.New("no consumer")
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	return info.NumPending, info.NumAckPending, nil
 }
 
 // healthy notes a message: the Consume works.

@@ -16,11 +16,12 @@ import (
 // once, and markers written while no name server ran are announced when
 // one starts (as long as the marker itself has not expired).
 type expiry struct {
-	scope  string
-	bucket string
-	nc     *nats.Conn
-	view   *view
-	log    *slog.Logger
+	scope   string
+	bucket  string
+	nc      *nats.Conn
+	view    *view
+	log     *slog.Logger
+	metrics *Metrics
 }
 
 func (x *expiry) handle(m jetstream.Msg) error {
@@ -44,6 +45,6 @@ func (x *expiry) handle(m jetstream.Msg) error {
 	// As for registrations: announce once this replica's view no longer
 	// resolves the PE.
 	x.view.waitFor(meta.Sequence.Stream, viewWait)
-	x.log.Info("PE expired", "pool", poolName, "pe_id", peID)
-	return x.nc.Publish(events.Subject(x.scope, events.KindChanges, poolName), events.Marshal(ch))
+	x.log.Info("PE expired", "pool", poolName, "pe_id", peID, "revision", ch.Revision)
+	return publishChange(x.nc, x.metrics, &ch)
 }

@@ -34,6 +34,8 @@ type registrar struct {
 	log   *slog.Logger
 	now   func() time.Time
 
+	metrics *Metrics
+
 	// Failure reports (reports.go).
 	reports  jetstream.KeyValue // rsp_<scope>_reports
 	rs       ReportSettings
@@ -65,7 +67,13 @@ func (r *rejection) Error() string { return r.e.Error() }
 // outcomes.
 func (g *registrar) handle(ctx context.Context, msg *nats.Msg, eventSeq uint64) error {
 	_, kind, poolName, err := events.ParseSubject(msg.Subject)
+	if err != nil {
+		if parts := strings.Split(msg.Subject, "."); len(parts) == 4 {
+			kind, poolName = events.Kind(parts[2]), parts[3] // still the token the publisher listens under
+		}
+	}
 	peID, seq := peIDAndSeq(msg.Data)
+	ctx = withEventAttrs(ctx, msg, eventSeq, poolName, peID)
 	var change *events.Change
 	if err == nil {
 		switch kind {
@@ -80,9 +88,6 @@ func (g *registrar) handle(ctx context.Context, msg *nats.Msg, eventSeq uint64) 
 		}
 	} else {
 		err = badRequest(err)
-		if parts := strings.Split(msg.Subject, "."); len(parts) == 4 {
-			poolName = parts[3] // still the token the publisher listens under
-		}
 	}
 	out := events.Outcome{PEID: peID, Seq: seq, Accepted: err == nil}
 	if err != nil {
@@ -91,10 +96,14 @@ func (g *registrar) handle(ctx context.Context, msg *nats.Msg, eventSeq uint64) 
 			return err
 		}
 		out.Error = &rj.e
-		g.log.Info("event refused", "subject", msg.Subject, "pe_id", peID, "seq", seq, "code", rj.e.Code, "reason", rj.e.Message)
+		g.log.InfoContext(ctx, "event refused", "subject", msg.Subject, "seq", seq, "code", rj.e.Code, "reason", rj.e.Message)
 	}
+	g.metrics.event(g.scope, kind, out.Error)
 	if change != nil {
 		g.view.waitFor(change.Revision, viewWait)
+		g.log.InfoContext(ctx, "event applied", "seq", seq, "op", change.Op, "reason", change.Reason, "revision", change.Revision)
+	} else if out.Accepted {
+		g.log.DebugContext(ctx, "event applied: a renewal", "seq", seq)
 	}
 	if tok := subjectToken(poolName); tok != "" {
 		if err := g.nc.Publish(events.OutcomeSubject(g.scope, tok, subjectToken(peID)), events.Marshal(out)); err != nil {
@@ -102,10 +111,17 @@ func (g *registrar) handle(ctx context.Context, msg *nats.Msg, eventSeq uint64) 
 		}
 	}
 	if change != nil {
-		if err := g.nc.Publish(events.Subject(g.scope, events.KindChanges, poolName), events.Marshal(change)); err != nil {
-			return fmt.Errorf("publish change: %w", err)
-		}
+		return publishChange(g.nc, g.metrics, change)
 	}
+	return nil
+}
+
+// publishChange announces ch on its pool's change subject and counts it.
+func publishChange(nc *nats.Conn, m *Metrics, ch *events.Change) error {
+	if err := nc.Publish(events.Subject(ch.Scope, events.KindChanges, ch.Pool), events.Marshal(ch)); err != nil {
+		return fmt.Errorf("publish change: %w", err)
+	}
+	m.changed(ch)
 	return nil
 }
 
@@ -129,7 +145,7 @@ func subjectToken(s string) string {
 }
 
 // verify checks the event's signature and decodes and validates its body.
-func (g *registrar) verify(msg *nats.Msg, body interface {
+func (g *registrar) verify(ctx context.Context, msg *nats.Msg, body interface {
 	Validate(time.Time, time.Duration) error
 }) (string, error) {
 	var signer string
@@ -137,7 +153,7 @@ func (g *registrar) verify(msg *nats.Msg, body interface {
 	if g.trust != nil {
 		signer, err = g.trust.verify(msg, g.now())
 		if err != nil {
-			g.log.Warn("event refused by JWT authorization", "signer", msg.Header.Get(events.HeaderSigner), "subject", msg.Subject, "reason", err)
+			g.log.WarnContext(ctx, "event refused by JWT authorization", "signer", msg.Header.Get(events.HeaderSigner), "subject", msg.Subject, "reason", err)
 		}
 	} else {
 		signer, err = events.VerifyEvent(msg)
@@ -172,7 +188,7 @@ func (g *registrar) current(ctx context.Context, key string) (*events.Record, ui
 
 func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string, eventSeq uint64) (*events.Change, error) {
 	var reg events.Registration
-	signer, err := g.verify(msg, &reg)
+	signer, err := g.verify(ctx, msg, &reg)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +257,7 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 
 func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName string, eventSeq uint64) (*events.Change, error) {
 	var dereg events.Deregistration
-	signer, err := g.verify(msg, &dereg)
+	signer, err := g.verify(ctx, msg, &dereg)
 	if err != nil {
 		return nil, err
 	}
@@ -453,11 +469,8 @@ func (g *registrar) removeIf(ctx context.Context, key, reason string, cond func(
 		return nil, err
 	}
 	g.view.waitFor(change.Revision, viewWait)
-	g.log.Info("PE removed", append([]any{"pool", change.Pool, "pe_id", change.PEID, "reason", reason, "revision", change.Revision}, logArgs...)...)
-	if err := g.nc.Publish(events.Subject(g.scope, events.KindChanges, change.Pool), events.Marshal(change)); err != nil {
-		return change, fmt.Errorf("publish change: %w", err)
-	}
-	return change, nil
+	g.log.InfoContext(ctx, "PE removed", append([]any{"pool", change.Pool, "pe_id", change.PEID, "reason", reason, "revision", change.Revision}, logArgs...)...)
+	return change, publishChange(g.nc, g.metrics, change)
 }
 
 func newBackoff(initial, maxInterval time.Duration) *backoff.ExponentialBackOff {

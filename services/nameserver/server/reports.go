@@ -39,22 +39,31 @@ const (
 // delivered again; a reporter counts once however often it reports).
 func (g *registrar) failure(ctx context.Context, msg *nats.Msg, poolName string) error {
 	var rep events.FailureReport
-	reporter, err := g.verify(msg, &rep)
+	reporter, err := g.verify(ctx, msg, &rep)
 	if err != nil {
-		g.log.Info("failure report refused", "subject", msg.Subject, "reason", err)
+		g.log.InfoContext(ctx, "failure report refused", "subject", msg.Subject, "reason", err)
+		var rj *rejection
+		if errors.As(err, &rj) {
+			g.metrics.event(g.scope, events.KindFailure, &rj.e)
+		}
+		g.metrics.reports.WithLabelValues(g.scope, "refused").Inc()
 		return nil
 	}
 	key := events.Key(poolName, rep.PEID)
 	rec, ok := g.view.live(key)
 	if !ok {
-		g.log.Debug("failure report about an unknown PE ignored", "pool", poolName, "pe_id", rep.PEID, "reporter", reporter)
+		g.log.DebugContext(ctx, "failure report about an unknown PE ignored", "reporter", reporter)
+		g.metrics.event(g.scope, events.KindFailure, &events.Error{Code: events.CodeNotFound})
+		g.metrics.reports.WithLabelValues(g.scope, "unknown_pe").Inc()
 		return nil
 	}
 	n, err := g.addReport(ctx, key, reporter)
 	if err != nil {
 		return err
 	}
-	g.log.Info("failure report", "pool", poolName, "pe_id", rep.PEID, "reporter", reporter, "reason", rep.Reason,
+	g.metrics.event(g.scope, events.KindFailure, nil)
+	g.metrics.reports.WithLabelValues(g.scope, "counted").Inc()
+	g.log.InfoContext(ctx, "failure report", "reporter", reporter, "reason", rep.Reason,
 		"reporters", n, "max_bad_pe_reports", g.rs.MaxBadPEReports, "window", g.rs.Window)
 	if n >= g.rs.MaxBadPEReports {
 		ch, err := g.removeIf(ctx, key, events.ReasonFailed, func(*events.Record) bool { return true }, "reporters", n)
@@ -67,7 +76,7 @@ func (g *registrar) failure(ctx context.Context, msg *nats.Msg, poolName string)
 		return nil
 	}
 	if !g.noChecks {
-		g.maybeCheck(key, rec)
+		g.maybeCheck(ctx, key, rec)
 	}
 	return nil
 }
@@ -133,8 +142,10 @@ func (g *registrar) clearReports(ctx context.Context, key string) {
 
 // maybeCheck checks a reported PE in the background, at most once per
 // checkInterval per PE and with at most maxChecksRunning checks in
-// flight, and takes it out at once when the check fails.
-func (g *registrar) maybeCheck(key string, rec events.Record) {
+// flight, and takes it out at once when the check fails. Its log lines
+// name the report of ctx.
+func (g *registrar) maybeCheck(ctx context.Context, key string, rec events.Record) {
+	report := logAttrsOf(ctx)
 	if !slices.ContainsFunc(rec.Transports, func(t events.Transport) bool { return checkable(g.scope, rec.Pool, t) }) {
 		return
 	}
@@ -142,7 +153,7 @@ func (g *registrar) maybeCheck(key string, rec events.Record) {
 	g.checkMu.Lock()
 	if last, ok := g.checked[key]; ok && now.Sub(last) < checkInterval {
 		g.checkMu.Unlock()
-		g.log.Debug("reported PE checked less than a second ago: the report only counts", "key", key)
+		g.log.DebugContext(ctx, "reported PE checked less than a second ago: the report only counts")
 		return
 	}
 	if len(g.checked) >= maxCheckTimes {
@@ -155,10 +166,11 @@ func (g *registrar) maybeCheck(key string, rec events.Record) {
 	g.checkMu.Unlock()
 
 	started := g.checks.start(func(ctx context.Context) {
+		ctx = withLogAttrs(ctx, report...)
 		res, detail := g.checks.check(ctx, g.scope, rec)
 		switch res {
 		case checkPassed:
-			g.log.Info("reported PE passed the check: the report only counts", "pool", rec.Pool, "pe_id", rec.PEID, "check", detail)
+			g.log.InfoContext(ctx, "reported PE passed the check: the report only counts", "check", detail)
 			return
 		case checkNone:
 			return
@@ -172,7 +184,7 @@ func (g *registrar) maybeCheck(key string, rec events.Record) {
 		}
 		ch, err := g.removeIf(rctx, key, events.ReasonFailed, same, "check", detail)
 		if err != nil {
-			g.log.Warn("PE that failed its check not removed", "key", key, "err", err)
+			g.log.WarnContext(ctx, "PE that failed its check not removed", "err", err)
 			return
 		}
 		if ch != nil {
@@ -180,7 +192,7 @@ func (g *registrar) maybeCheck(key string, rec events.Record) {
 		}
 	})
 	if !started {
-		g.log.Debug("too many checks running: the report only counts", "key", key)
+		g.log.DebugContext(ctx, "too many checks running: the report only counts")
 	}
 }
 

@@ -5,9 +5,11 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rserpool/rsp/events"
 )
@@ -18,6 +20,9 @@ type resolver struct {
 	key  *events.Signer
 	jwt  string // the replica's user JWT, sent in Rsp-Jwt; "" without
 	log  *slog.Logger
+
+	took   prometheus.Observer    // seconds per answer
+	errors *prometheus.CounterVec // answers with an error, by code
 
 	// states holds *answerState: what one answer needs, reused so that a
 	// resolution allocates next to nothing besides the request decoding.
@@ -57,9 +62,11 @@ func (r *resolver) handle(msg *nats.Msg) {
 	if msg.Reply == "" {
 		return
 	}
+	start := time.Now()
 	st := r.state()
 	var data []byte
 	if errAnswer := r.answer(msg, st); errAnswer != nil {
+		r.errors.WithLabelValues(errAnswer.Code).Inc()
 		data = events.Marshal(events.ResolveAnswer{Error: errAnswer})
 	} else {
 		data = st.body.Bytes() // sent from the buffer: RespondMsg copies it
@@ -76,6 +83,7 @@ func (r *resolver) handle(msg *nats.Msg) {
 	if err := msg.RespondMsg(&st.reply); err != nil {
 		r.log.Warn("answer not sent", "subject", msg.Subject, "err", err)
 	}
+	r.took.Observe(time.Since(start).Seconds())
 	st.sigVal[0], st.reply.Data, st.reply.Subject = "", nil, ""
 	st.q = events.ResolveRequest{}
 	if st.body.Cap() <= maxPooledAnswer {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rserpool/rsp/events"
 )
@@ -72,8 +73,12 @@ type Config struct {
 	NoChecks bool
 	// CheckTimeout bounds one check of a transport; default 500 ms.
 	CheckTimeout time.Duration
-	// Logger; default slog.Default().
+	// Logger; default slog.Default(). Lines about an event carry its
+	// event_id, event_seq, pool and pe_id.
 	Logger *slog.Logger
+	// Metrics the replica adds to; default metrics registered nowhere.
+	// Replicas of one process share one (NewMetrics).
+	Metrics *Metrics
 }
 
 func (c *Config) defaults() error {
@@ -118,6 +123,10 @@ func (c *Config) defaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	c.Logger = eventLogger(c.Logger)
+	if c.Metrics == nil {
+		c.Metrics, _ = NewMetrics(nil)
 	}
 	if c.DisconnectGrace == 0 {
 		c.DisconnectGrace = DefaultDisconnectGrace
@@ -185,10 +194,12 @@ func (c *Config) reportSettings(scope string) ReportSettings {
 
 // NameServer is a running replica. Stop it with Stop.
 type NameServer struct {
-	cfg    Config
-	ident  *identity // from Config.JWT; nil without
-	cancel context.CancelFunc
-	views  map[string]*view
+	cfg     Config
+	ident   *identity // from Config.JWT; nil without
+	nc      *nats.Conn
+	cancel  context.CancelFunc
+	views   map[string]*view
+	stopped chan struct{} // closed by Stop
 
 	stopOnce  sync.Once
 	subs      []*nats.Subscription
@@ -224,7 +235,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*NameServer, error) 
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	n := &NameServer{cfg: cfg, ident: ident, cancel: cancel, views: map[string]*view{},
+	n := &NameServer{cfg: cfg, ident: ident, nc: nc, cancel: cancel, views: map[string]*view{}, stopped: make(chan struct{}),
 		checks: newChecker(nc, cfg.CheckTimeout, cfg.Logger)}
 	setupCtx, setupCancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer setupCancel()
@@ -232,6 +243,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*NameServer, error) 
 		n.Stop()
 		return nil, err
 	}
+	cfg.Metrics.add(n)
 	cfg.Logger.Info("name server serving", "id", cfg.ID, "scopes", cfg.Scopes, "key", n.PublicKey(), "jwt_auth", cfg.Auth != nil,
 		"disconnect_detection", n.disconnects != nil)
 	return n, nil
@@ -298,6 +310,7 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 			return err
 		}
 		reg := &registrar{scope: scope, home: cfg.ID, nc: nc, js: js, kv: kv, view: v, skew: cfg.ClockSkew, trust: trust, log: log, now: time.Now,
+			metrics: cfg.Metrics,
 			reports: rkv, rs: cfg.reportSettings(scope), checks: n.checks, noChecks: cfg.NoChecks, checked: map[string]time.Time{}}
 		registrars[scope] = reg
 		eventsCfg := jetstream.ConsumerConfig{
@@ -318,7 +331,8 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 			return fmt.Errorf("scope %s: events consumer: %w", scope, err)
 		}
 
-		res := &resolver{view: v, key: signer, log: log}
+		res := &resolver{view: v, key: signer, log: log,
+			took: cfg.Metrics.resolveSeconds.WithLabelValues(scope), errors: cfg.Metrics.resolveErrors.MustCurryWith(prometheus.Labels{"scope": scope})}
 		if n.ident != nil {
 			res.jwt = n.ident.jwt
 		}
@@ -333,7 +347,7 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 			n.subs = append(n.subs, sub)
 		}
 
-		x := &expiry{scope: scope, bucket: kv.Bucket(), nc: nc, view: v, log: log}
+		x := &expiry{scope: scope, bucket: kv.Bucket(), nc: nc, view: v, log: log, metrics: cfg.Metrics}
 		expiryCfg := jetstream.ConsumerConfig{
 			Durable: expiryConsumer, FilterSubject: "$KV." + kv.Bucket() + ".>",
 			DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy, AckWait: cfg.AckWait,
@@ -370,6 +384,8 @@ func (n *NameServer) PublicKey() string {
 // returns. Events not yet acknowledged go to the other replicas.
 func (n *NameServer) Stop() {
 	n.stopOnce.Do(func() {
+		close(n.stopped)
+		n.cfg.Metrics.remove(n)
 		for _, s := range n.subs {
 			_ = s.Drain()
 		}

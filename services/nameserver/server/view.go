@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,8 +31,15 @@ type pool struct {
 	name    string
 	policy  string
 	picker  policy.Picker // shared by the snapshots of one pool: it keeps the policy's state
+	stats   *poolStats    // shared by the snapshots of one pool
+	rev     uint64        // revision of the change that made this snapshot
 	members []*member     // sorted by PE id
 	cands   []policy.Candidate
+}
+
+// poolStats counts what happens to a pool across its snapshots.
+type poolStats struct {
+	resolutions atomic.Uint64 // answers with PEs of this pool
 }
 
 // view is the in-memory name space of one scope, kept current by a watch
@@ -184,7 +192,7 @@ func (v *view) set(key string, rev uint64, rec *events.Record) {
 				v.gone[key] = old.members[i].rec
 			}
 		}
-		if p := old.without(id); p != nil {
+		if p := old.without(id, rev); p != nil {
 			v.pools[poolName] = p
 		} else {
 			delete(v.pools, poolName)
@@ -200,7 +208,7 @@ func (v *view) set(key string, rev uint64, rec *events.Record) {
 		}
 		keys[key] = struct{}{}
 	}
-	v.pools[poolName] = old.with(poolName, &member{rev: rev, rec: *rec, elem: events.Marshal(rec.Element())})
+	v.pools[poolName] = old.with(poolName, rev, &member{rev: rev, rec: *rec, elem: events.Marshal(rec.Element())})
 }
 
 // unindex drops key from the index of conn. The caller holds v.mu.
@@ -258,12 +266,15 @@ func cmpString(a, b string) int {
 	return 0
 }
 
-// with returns a copy of p (nil: a new pool) with m added or replaced.
-func (p *pool) with(name string, m *member) *pool {
-	np := &pool{name: name}
+// with returns a copy of p (nil: a new pool) with m added or replaced at
+// revision rev.
+func (p *pool) with(name string, rev uint64, m *member) *pool {
+	np := &pool{name: name, rev: rev}
 	if p != nil {
-		np.policy, np.picker = p.policy, p.picker
+		np.policy, np.picker, np.stats = p.policy, p.picker, p.stats
 		np.members = slices.Clone(p.members)
+	} else {
+		np.stats = &poolStats{}
 	}
 	// The first PE sets the pool's policy; the only PE may change it.
 	onlySelf := len(np.members) == 1 && np.members[0].rec.PEID == m.rec.PEID
@@ -284,8 +295,9 @@ func (p *pool) with(name string, m *member) *pool {
 	return np
 }
 
-// without returns a copy of p without id, or nil when nothing is left.
-func (p *pool) without(id string) *pool {
+// without returns a copy of p without id (at revision rev), or nil when
+// nothing is left.
+func (p *pool) without(id string, rev uint64) *pool {
 	if p == nil {
 		return nil
 	}
@@ -296,7 +308,7 @@ func (p *pool) without(id string) *pool {
 	if len(p.members) == 1 {
 		return nil
 	}
-	np := &pool{name: p.name, policy: p.policy, picker: p.picker}
+	np := &pool{name: p.name, policy: p.policy, picker: p.picker, stats: p.stats, rev: max(rev, p.rev)}
 	np.members = slices.Delete(slices.Clone(p.members), i, i+1)
 	np.cands = candidates(np.members)
 	return np
@@ -393,6 +405,7 @@ func (v *view) resolve(poolName string, q *events.ResolveRequest, picks []int, b
 		}
 	}
 	chosen = policy.Select(p.picker, chosen, cands, min(want+len(chosen), len(cands)), q.Hint)
+	p.stats.resolutions.Add(1)
 
 	b.Reset()
 	b.WriteString(`{"scope":"`)
@@ -430,4 +443,47 @@ func excluding(ms []*member, cs []policy.Candidate, exclude []string) ([]*member
 		}
 	}
 	return om, oc
+}
+
+// PoolSummary is a pool as one replica's view holds it.
+type PoolSummary struct {
+	Pool   string
+	Policy string
+	// Size is the number of PEs.
+	Size int
+	// Revision is the bucket revision of the last change of the pool;
+	// it moves at every registration, renewal and removal of its PEs.
+	Revision uint64
+	// Resolutions answered with PEs of this pool by this replica since
+	// the pool last appeared.
+	Resolutions uint64
+}
+
+func (p *pool) summary() PoolSummary {
+	return PoolSummary{Pool: p.name, Policy: p.policy, Size: len(p.members), Revision: p.rev, Resolutions: p.stats.resolutions.Load()}
+}
+
+// summaries lists the pools, sorted by name.
+func (v *view) summaries() []PoolSummary {
+	v.mu.RLock()
+	out := make([]PoolSummary, 0, len(v.pools))
+	for _, p := range v.pools {
+		out = append(out, p.summary())
+	}
+	v.mu.RUnlock()
+	slices.SortFunc(out, func(a, b PoolSummary) int { return cmpString(a.Pool, b.Pool) })
+	return out
+}
+
+// records returns the summary and the PE records of pool, sorted by PE id.
+func (v *view) records(name string) (PoolSummary, []events.Record, bool) {
+	p, _ := v.pool(name)
+	if p == nil {
+		return PoolSummary{}, nil, false
+	}
+	recs := make([]events.Record, len(p.members))
+	for i, m := range p.members {
+		recs[i] = m.rec
+	}
+	return p.summary(), recs, true
 }
