@@ -52,7 +52,7 @@ func signer(t *testing.T) string {
 }
 
 func TestNames(t *testing.T) {
-	want := []string{"change", "deregistration", "failure_report", "outcome", "record", "registration", "reports", "resolve_answer", "resolve_request"}
+	want := []string{"change", "deregistration", "failure_report", "monitor_change", "monitor_snapshot", "monitor_stats", "outcome", "record", "registration", "reports", "resolve_answer", "resolve_request"}
 	got := Names()
 	if !slices.Equal(got, want) {
 		t.Fatalf("Names() = %v, want %v", got, want)
