@@ -203,7 +203,7 @@ func wantRemove(t *testing.T, st *sseStream, id, reason string) {
 	t.Helper()
 	for {
 		var ch struct {
-			Change events.Change   `json:"change"`
+			Change events.Change  `json:"change"`
 			Record *events.Record `json:"record"`
 		}
 		decodeJSON(t, st.next(t, "change"), &ch)
