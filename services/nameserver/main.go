@@ -136,14 +136,12 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	var metrics *server.Metrics
-	var mon *monitor.Monitor
+	var mon *monitorRun
 	if o.metrics != "" {
-		var stop func()
-		if mon, metrics, stop, err = startMonitor(ctx, o.metrics, log); err != nil {
+		if mon, err = startMonitor(ctx, o.metrics, log); err != nil {
 			return err
 		}
-		defer stop()
+		defer mon.stop()
 	}
 	urls := o.natsURLs
 	var ns *natsserver.Server
@@ -197,7 +195,7 @@ func run(ctx context.Context, o options) error {
 			Scopes: g.scopes, ID: o.id, Replicas: o.replicas, ClockSkew: o.skew, Logger: log, Auth: g.auth,
 			DisconnectGrace: o.disconnectGrace, NoChecks: !o.checkReported,
 			MaxBadPEReports: reports.defaults.MaxBadPEReports, ReportWindow: reports.defaults.Window,
-			ScopeReports: reports.forScopes(g.scopes), Metrics: metrics,
+			ScopeReports: reports.forScopes(g.scopes), Metrics: mon.metricsOrNil(),
 		})
 		if err != nil {
 			return err
@@ -213,31 +211,48 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	fmt.Print(banner(replicas[0].srv.ID(), o, urls, store))
+	fmt.Print(banner(replicas[0].srv.ID(), o, urls, store, mon))
 	<-ctx.Done()
 	log.Info("shutting down")
 	return nil
 }
 
+// monitorRun is the HTTP listener of --metrics: metrics, health and the
+// pool page.
+type monitorRun struct {
+	*monitor.Monitor
+	metrics *server.Metrics
+	url     string // http://HOST:PORT/
+	stop    func() // ends the page streams and waits for the listener
+}
+
+func (m *monitorRun) metricsOrNil() *server.Metrics {
+	if m == nil {
+		return nil
+	}
+	return m.metrics
+}
+
 // startMonitor serves metrics, health and the pool page on addr until ctx
-// ends; stop closes the page's streams and waits for the listener.
-func startMonitor(ctx context.Context, addr string, log *slog.Logger) (*monitor.Monitor, *server.Metrics, func(), error) {
+// ends or stop is called.
+func startMonitor(ctx context.Context, addr string, log *slog.Logger) (*monitorRun, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics, err := server.NewMetrics(reg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("--metrics: %w", err)
+		return nil, fmt.Errorf("--metrics: %w", err)
 	}
 	if host, _, _ := net.SplitHostPort(addr); !isLoopback(host) {
 		log.Warn("--metrics listens beyond loopback: the pool page and /api/pools show every PE of every scope to whoever reaches it", "addr", addr)
 	}
 	mon := monitor.New(monitor.Config{Gatherer: reg, Logger: log})
 	srv := &http.Server{Handler: mon.Handler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
-	log.Info("monitor listening", "url", "http://"+ln.Addr().String()+"/", "metrics", "http://"+ln.Addr().String()+"/metrics")
+	url := "http://" + ln.Addr().String() + "/"
+	log.Info("monitor listening", "page", url, "metrics", url+"metrics")
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -246,11 +261,11 @@ func startMonitor(ctx context.Context, addr string, log *slog.Logger) (*monitor.
 			log.Error("monitor HTTP server", "err", err)
 		}
 	}()
-	return mon, metrics, func() {
+	return &monitorRun{Monitor: mon, metrics: metrics, url: url, stop: func() {
 		mon.Close() // the page streams end, so Shutdown need not wait for them
 		cancel()
 		<-done
-	}, nil
+	}}, nil
 }
 
 func isLoopback(host string) bool {
@@ -436,9 +451,12 @@ func (r *replica) stop(log *slog.Logger) {
 	}
 }
 
-func banner(id string, o options, urls string, store *auth.Store) string {
+func banner(id string, o options, urls string, store *auth.Store, mon *monitorRun) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "rsp name server %s serving scope(s) %s\nNATS client URL: %s\n", id, strings.Join(o.scopes, ", "), urls)
+	if mon != nil {
+		fmt.Fprintf(&b, "Pool page: %s (also /metrics, /healthz, /readyz)\n", mon.url)
+	}
 	if store == nil {
 		fmt.Fprintf(&b, "Connect with:\n  rsp --nats %s pools\n  nats --server %s req rsp.%s.resolve.POOL ''\n", urls, urls, o.scopes[0])
 	} else {

@@ -60,11 +60,13 @@ func TestBinary(t *testing.T) {
 	}
 }
 
-// nsBin is the name server binary, built once for all tests.
-var nsBin string
+// nsBin and rspBin are the name server and the CLI, built once for all
+// tests.
+var nsBin, rspBin string
 
 func TestMain(m *testing.M) {
-	nstest.RunWithBinaries(m, nstest.Binary{Name: "nameserver", Pkg: ".", Path: &nsBin})
+	nstest.RunWithBinaries(m, nstest.Binary{Name: "nameserver", Pkg: ".", Path: &nsBin},
+		nstest.Binary{Name: "rsp", Pkg: "../../clients/rsp", Path: &rspBin})
 }
 
 func credsOf(data, scope, role string) string {
@@ -89,6 +91,20 @@ func TestInsecure(t *testing.T) {
 // and the client URL it printed.
 func startBinary(t *testing.T, args ...string) (*exec.Cmd, string) {
 	t.Helper()
+	p := startProcess(t, args...)
+	return p.cmd, p.natsURL
+}
+
+// process is a running name server and the URLs its banner printed.
+type process struct {
+	cmd     *exec.Cmd
+	natsURL string
+	pageURL string // with --metrics
+}
+
+// startProcess starts the name server with args and reads its banner.
+func startProcess(t *testing.T, args ...string) process {
+	t.Helper()
 	cmd := exec.Command(nsBin, args...)
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
@@ -98,26 +114,33 @@ func startBinary(t *testing.T, args ...string) (*exec.Cmd, string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-
 	urlLine := regexp.MustCompile(`NATS client URL: ((?:nats|tls)://\S+)`)
-	found := make(chan string, 1)
+	pageLine := regexp.MustCompile(`Pool page: (http://\S+)`)
+	found := make(chan process, 1)
 	go func() {
+		p := process{cmd: cmd}
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			if m := urlLine.FindStringSubmatch(sc.Text()); m != nil {
-				found <- m[1]
+				p.natsURL = m[1]
+			}
+			if m := pageLine.FindStringSubmatch(sc.Text()); m != nil {
+				p.pageURL = m[1]
+			}
+			if strings.HasPrefix(sc.Text(), "Stop with Ctrl-C") {
+				found <- p
 			}
 		}
 	}()
 	select {
-	case url := <-found:
+	case p := <-found:
 		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		return cmd, url
+		return p
 	case <-time.After(30 * time.Second):
 		_ = cmd.Process.Kill()
-		t.Fatal("no client URL printed within 30s")
+		t.Fatal("no banner printed within 30s")
 	}
-	return nil, ""
+	return process{}
 }
 
 // TestTLS runs the name server with certificates from a fresh CA and
