@@ -47,6 +47,7 @@ type Monitor struct {
 	servers []*server.NameServer // nil until Attach
 	clients map[*client]struct{}
 	stops   []func()
+	history []statsMsg // the last historyLen stats, oldest first
 
 	done     chan struct{} // closed by Close: streams end
 	doneOnce sync.Once

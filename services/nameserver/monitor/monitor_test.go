@@ -130,6 +130,22 @@ func TestMonitor(t *testing.T) {
 		t.Fatalf("stats never showed resolutions per second (%v) or a renewal of a (%v)", sawRate, sawRenewal)
 	}
 
+	// A page opened now gets the stats so far with its snapshot.
+	var late struct {
+		History []struct {
+			Scopes []struct {
+				Pools []struct {
+					Pool string `json:"pool"`
+					Size int    `json:"size"`
+				} `json:"pools"`
+			} `json:"scopes"`
+		} `json:"history"`
+	}
+	decodeJSON(t, openStream(t, web.URL+"/api/stream").next(t, "snapshot"), &late)
+	if n := len(late.History); n < 2 || len(late.History[n-1].Scopes[0].Pools) != 1 || late.History[n-1].Scopes[0].Pools[0].Size != 2 {
+		t.Fatalf("history of a late snapshot: %+v", late.History)
+	}
+
 	// Read from the view at scrape time: present while the pool is.
 	for _, c := range []struct {
 		name string

@@ -18,6 +18,9 @@ type snapshotMsg struct {
 	Time    time.Time    `json:"time"`
 	Replica string       `json:"replica"`
 	Scopes  []scopeState `json:"scopes"`
+	// History holds the last stats (oldest first, without renewals), so
+	// that a page's charts start filled.
+	History []statsMsg `json:"history"`
 }
 
 type scopeState struct {
@@ -78,6 +81,8 @@ const (
 	// recordWait bounds how long a change waits for this replica's view
 	// to show its revision before it goes out without a record.
 	recordWait = 250 * time.Millisecond
+	// historyLen is how many stats a snapshot carries.
+	historyLen = 120
 )
 
 // client is one open stream.
@@ -119,7 +124,13 @@ func (m *Monitor) replicaIDs() string {
 
 // snapshot is the whole name space as the attached replicas hold it.
 func (m *Monitor) snapshot() snapshotMsg {
-	msg := snapshotMsg{Time: time.Now().UTC(), Replica: m.replicaIDs(), Scopes: []scopeState{}}
+	m.mu.Lock()
+	history := slices.Clone(m.history)
+	m.mu.Unlock()
+	if history == nil {
+		history = []statsMsg{}
+	}
+	msg := snapshotMsg{Time: time.Now().UTC(), Replica: m.replicaIDs(), Scopes: []scopeState{}, History: history}
 	for _, s := range m.scopeServers() {
 		st := scopeState{Scope: s.scope, Pools: []poolState{}}
 		for _, sum := range s.n.PoolSummaries(s.scope) {
@@ -250,8 +261,17 @@ func (m *Monitor) statsLoop() {
 		case <-m.done:
 			return
 		case now := <-t.C:
-			msg := st.next(m, now, m.clientCount() > 0)
-			if m.clientCount() > 0 {
+			watched := m.clientCount() > 0
+			msg := st.next(m, now, watched)
+			past := msg
+			past.Renewed = []renewal{}
+			m.mu.Lock()
+			if len(m.history) == historyLen {
+				m.history = slices.Delete(m.history, 0, 1)
+			}
+			m.history = append(m.history, past)
+			m.mu.Unlock()
+			if watched {
 				m.broadcast("stats", msg)
 			}
 		}
