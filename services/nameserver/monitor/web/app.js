@@ -9,6 +9,7 @@
   const LINGER_MS = 10000;    // removed rows and empty pools stay this long
   const TICK_MS = 250;        // countdown refresh
   const LOG_MAX = 50;         // entries in the change log
+  const MIN_SLOTS = 30;       // narrowest chart window, in stats points
   const SVGNS = "http://www.w3.org/2000/svg";
 
   const page = { changes: 0, stats: 0 };
@@ -17,8 +18,9 @@
   // ---------- state ----------
   let offset = 0;             // server clock - browser clock, ms
   let replica = "";
+  let replicaIDs = new Set(); // the replica field may list several, comma-separated
   let lastTotalRate = 0;
-  let tickNo = 0;             // stats events seen (drives history pruning)
+  let statsNo = 0;            // stats events seen (drives history pruning)
   const scopes = new Map();   // scope -> Scope
   const pools = new Map();    // "scope/pool" -> Pool
   // Chart history lives apart from the DOM so it survives a reconnect and
@@ -116,7 +118,7 @@
 
   // ---------- charts ----------
   // A chart is a fixed-size inline SVG: faint baseline, filled area, line and
-  // a dot at the newest point, right-aligned over HISTORY slots.
+  // a dot at the newest point, right-aligned (newest at the right edge).
   function makeChart(kind, w, h, cls) {
     const svg = svgEl("svg", {
       "data-chart": kind, width: w, height: h, viewBox: `0 0 ${w} ${h}`,
@@ -148,7 +150,10 @@
     for (const v of values) if (v > max) max = v;
     const top = opts.integer ? Math.max(2, Math.ceil(max * 1.25)) : niceMax(max * 1.1);
     const padTop = 3, h = c.h - 1, w = c.w - 3;
-    const step = w / (HISTORY - 1);
+    // The window is the last HISTORY seconds; while fewer points exist it
+    // is at least MIN_SLOTS wide, so a new page's charts are not a sliver.
+    const slots = Math.min(HISTORY, Math.max(MIN_SLOTS, n));
+    const step = w / (slots - 1);
     const x = (i) => w - (n - 1 - i) * step;
     const y = (v) => h - (Math.max(0, v) / top) * (h - padTop);
     if (n === 0) {
@@ -270,11 +275,14 @@
 
     const wrap = el("div", "table-wrap");
     const table = el("table", "pes");
+    table.setAttribute("role", "table"); // rows are CSS grids: keep the table semantics
     const thead = el("thead");
     const hr = el("tr");
+    hr.setAttribute("role", "row");
     for (const [f, label] of COLUMNS) {
       const th = el("th", "c-" + f, label);
       th.scope = "col";
+      th.setAttribute("role", "columnheader");
       if (f === "home") th.title = "home name server (● this replica)";
       if (f === "lifetime-left") th.title = "updated_at + lifetime_ms − now; the reason once removed";
       hr.append(th);
@@ -346,7 +354,10 @@
   }
   function dropPool(p) {
     if (p.emptyTimer) clearTimeout(p.emptyTimer);
-    for (const pe of p.pes.values()) if (pe.timer) clearTimeout(pe.timer);
+    for (const pe of p.pes.values()) {
+      if (pe.timer) clearTimeout(pe.timer);
+      forget(pe);
+    }
     p.card.remove();
     pools.delete(p.key);
     p.scope.pools.delete(p.name);
@@ -354,20 +365,45 @@
   }
 
   // ---------- PEs ----------
+  // Which rows are on screen (near the viewport, not scrolled away inside
+  // their pool's table, pool not collapsed): the tick favours those.
+  const rowPE = new WeakMap(); // tr -> PE
+  const onScreen = new Set();  // PEs whose row is (nearly) visible
+  const rowObserver = typeof IntersectionObserver === "function"
+    ? new IntersectionObserver((entries) => {
+      const t = now();
+      for (const e of entries) {
+        const pe = rowPE.get(e.target);
+        if (!pe) continue;
+        if (e.isIntersecting) {
+          onScreen.add(pe);
+          if (pe.state === "live") refreshTimes(pe, t);
+        } else {
+          onScreen.delete(pe);
+        }
+      }
+    }, { rootMargin: "150px 0px" })
+    : null;
+  function forget(pe) {
+    if (rowObserver) rowObserver.unobserve(pe.tr);
+    onScreen.delete(pe);
+  }
   function makeRow(p, id) {
     const tr = el("tr");
+    tr.setAttribute("role", "row");
     tr.dataset.pe = p.key + "/" + id;
     tr.dataset.state = "live";
     const cells = {};
     for (const [f] of COLUMNS) {
       const td = el("td", "c-" + f);
+      td.setAttribute("role", "cell");
       td.dataset.field = f;
       tr.append(td);
       cells[f] = td;
     }
     // the state cell is a dot: green when live, red when removed
     cells.state.removeAttribute("data-field");
-    cells.state.append(el("span", "dot"));
+    cells.state.append(el("span", "pe-dot"));
     cells.pe_id.textContent = id;
     const bar = el("span", "bar");
     const fill = el("span", "fill");
@@ -387,8 +423,15 @@
     const next = lo + 1 < ord.length ? p.pes.get(ord[lo + 1]) : null;
     p.tbody.insertBefore(pe.tr, next ? next.tr : null);
   }
+  function newPE(id, rec, rev, row) {
+    const pe = { id, rec, rev, state: "live", reason: "", timer: 0, tr: row.tr, cells: row.cells, fill: row.fill, pct: row.pct };
+    rowPE.set(row.tr, pe);
+    if (rowObserver) rowObserver.observe(row.tr);
+    return pe;
+  }
   function dropPE(p, pe) {
     if (pe.timer) clearTimeout(pe.timer);
+    forget(pe);
     pe.tr.remove();
     p.pes.delete(pe.id);
     const i = p.order.indexOf(pe.id);
@@ -411,7 +454,9 @@
         delete rest.proto;
         where = Object.keys(rest).length ? JSON.stringify(rest) : "";
       }
-      line.append(el("span", "where mono", where));
+      const w = el("span", "where mono", where);
+      w.title = (t.proto || "?") + " " + where;
+      line.append(w);
       td.append(line);
     }
   }
@@ -430,6 +475,7 @@
     }
     for (const [k, v] of parts) {
       const chip = el("span", "chip chip-" + k, k + "=" + fmtNum(v));
+      chip.title = chip.textContent;
       td.append(chip);
     }
   }
@@ -440,7 +486,11 @@
       td.append(el("span", "muted", "—"));
       return;
     }
-    for (const k of keys) td.append(el("span", "chip meta", k + "=" + meta[k]));
+    for (const k of keys) {
+      const chip = el("span", "chip meta", k + "=" + meta[k]);
+      chip.title = chip.textContent;
+      td.append(chip);
+    }
   }
   function fillRow(pe) {
     const r = pe.rec, c = pe.cells;
@@ -456,8 +506,8 @@
     fillMeta(c.meta, r.meta);
     const home = r.home_nameserver || "";
     c.home.textContent = home || "—";
-    c.home.classList.toggle("self", !!home && home === replica);
-    c.home.title = home && home === replica ? "this replica" : "";
+    c.home.classList.toggle("self", replicaIDs.has(home));
+    c.home.title = replicaIDs.has(home) ? home + " (this replica)" : home;
     const tip = [];
     if (r.registered_at) tip.push("registered " + r.registered_at);
     if (r.updated_at) tip.push("updated " + r.updated_at);
@@ -488,12 +538,18 @@
     if (left !== pe.leftStr) { pe.leftStr = left; c["lifetime-left"].textContent = left; }
     if (cls !== pe.leftCls) { pe.leftCls = cls; c["lifetime-left"].className = "c-lifetime-left " + cls; }
   }
+  // flash marks a changed row for a moment: on, dimmed, off. Discrete
+  // steps instead of a per-frame fade keep many changes cheap to paint.
+  const flashing = new WeakMap(); // tr -> timers
   function flash(tr, kind) {
-    if (!tr.animate) return;
-    const from = kind === "add" ? "rgba(46,160,67,0.38)" : kind === "update" ? "rgba(212,167,44,0.45)" : "rgba(207,34,46,0.35)";
-    try {
-      tr.animate([{ backgroundColor: from }, { backgroundColor: "rgba(0,0,0,0)" }], { duration: kind === "remove" ? 900 : 1600, easing: "ease-out" });
-    } catch (_) { /* old browser: no flash */ }
+    const old = flashing.get(tr);
+    if (old) { clearTimeout(old[0]); clearTimeout(old[1]); }
+    tr.removeAttribute("data-fade");
+    tr.dataset.flash = kind;
+    flashing.set(tr, [
+      setTimeout(() => tr.setAttribute("data-fade", ""), 900),
+      setTimeout(() => { tr.removeAttribute("data-flash"); tr.removeAttribute("data-fade"); flashing.delete(tr); }, 1500),
+    ]);
   }
 
   // putRecord makes the PE live with this record (add, update, snapshot).
@@ -502,7 +558,7 @@
     let pe = p.pes.get(id);
     if (!pe) {
       const row = makeRow(p, id);
-      pe = { id, rec, rev: 0, state: "live", timer: 0, tr: row.tr, cells: row.cells, fill: row.fill, pct: row.pct };
+      pe = newPE(id, rec, 0, row);
       p.pes.set(id, pe);
       insertSorted(p, pe);
       p.live++;
@@ -563,11 +619,13 @@
   function setReplica(r) {
     if (typeof r !== "string" || r === replica) return;
     replica = r;
+    replicaIDs = new Set(r.split(",").map((x) => x.trim()).filter(Boolean));
     ui.replica.textContent = r || "—";
     for (const p of pools.values()) {
       for (const pe of p.pes.values()) {
         const home = pe.rec.home_nameserver || "";
-        pe.cells.home.classList.toggle("self", !!home && home === replica);
+        pe.cells.home.classList.toggle("self", replicaIDs.has(home));
+        pe.cells.home.title = replicaIDs.has(home) ? home + " (this replica)" : home;
       }
     }
   }
@@ -588,7 +646,7 @@
         setPolicy(p, pl.policy);
         const base = Number(pl.revision) || 0;
         p.baseRev = base;
-        const seen = new Set();
+        const present = new Set();
         const elems = (pl.elements || []).filter((r) => r && r.pe_id !== undefined);
         const fresh = p.pes.size === 0;
         if (fresh) {
@@ -597,10 +655,10 @@
           const frag = document.createDocumentFragment();
           for (const rec of elems) {
             const id = String(rec.pe_id);
-            if (seen.has(id)) continue;
-            seen.add(id);
+            if (present.has(id)) continue;
+            present.add(id);
             const row = makeRow(p, id);
-            const pe = { id, rec, rev: base, state: "live", timer: 0, tr: row.tr, cells: row.cells, fill: row.fill, pct: row.pct };
+            const pe = newPE(id, rec, base, row);
             p.pes.set(id, pe);
             p.order.push(id);
             p.live++;
@@ -610,10 +668,10 @@
           p.tbody.append(frag);
         } else {
           for (const rec of elems) {
-            seen.add(String(rec.pe_id));
+            present.add(String(rec.pe_id));
             putRecord(p, rec, base, null);
           }
-          for (const pe of [...p.pes.values()]) if (!seen.has(pe.id)) dropPE(p, pe);
+          for (const pe of [...p.pes.values()]) if (!present.has(pe.id)) dropPE(p, pe);
         }
         for (const pe of p.pes.values()) pe.rev = base;
         checkEmpty(p);
@@ -621,6 +679,15 @@
     }
     for (const p of [...pools.values()]) if (!seenPools.has(p.key)) dropPool(p);
     for (const s of [...scopes.values()]) if (!seenScopes.has(s.name)) dropScope(s);
+    // The snapshot's history (the last stats, oldest first) replaces the
+    // charts' points, so a page opened late starts with filled charts.
+    if (Array.isArray(msg.history)) {
+      scopeHist.clear();
+      poolHist.clear();
+      lastTotalRate = 0;
+      for (const h of msg.history.slice(-HISTORY)) if (h && typeof h === "object") recordStats(h, false);
+    }
+    redrawCharts();
     updateTotals();
   }
 
@@ -682,10 +749,11 @@
     ui.changesEmpty.hidden = true;
   }
 
-  function onStats(msg) {
-    syncClock(msg);
-    page.stats++;
-    tickNo++;
+  // recordStats appends one stats message to the chart history. live: it is
+  // this second's (shown scopes and pools it leaves out get a zero point, a
+  // scope it names gets a section); else it is the snapshot's history.
+  function recordStats(msg, live) {
+    statsNo++;
     let total = 0;
     const seenScopes = new Set(), seenPools = new Set();
     for (const sc of msg.scopes || []) {
@@ -696,8 +764,8 @@
       let h = scopeHist.get(sc.scope);
       if (!h) scopeHist.set(sc.scope, (h = { rate: [], seen: 0 }));
       push(h.rate, rate);
-      h.seen = tickNo;
-      ensureScope(sc.scope);
+      h.seen = statsNo;
+      if (live) ensureScope(sc.scope);
       for (const pl of sc.pools || []) {
         if (!pl || typeof pl.pool !== "string") continue;
         const key = sc.scope + "/" + pl.pool;
@@ -708,16 +776,18 @@
         const size = typeof pl.size === "number" ? pl.size : p ? p.live : 0;
         push(ph.size, size);
         push(ph.rate, Number(pl.resolutions_per_s) || 0);
-        ph.seen = tickNo;
+        ph.seen = statsNo;
       }
     }
+    lastTotalRate = total;
+    if (!live) return;
     // Shown scopes and pools the stats left out had no traffic this second.
     for (const s of scopes.values()) {
       if (seenScopes.has(s.name)) continue;
       let h = scopeHist.get(s.name);
       if (!h) scopeHist.set(s.name, (h = { rate: [], seen: 0 }));
       push(h.rate, 0);
-      h.seen = tickNo;
+      h.seen = statsNo;
     }
     for (const p of pools.values()) {
       if (seenPools.has(p.key)) continue;
@@ -725,12 +795,27 @@
       if (!ph) poolHist.set(p.key, (ph = { size: [], rate: [], seen: 0 }));
       push(ph.size, p.live);
       push(ph.rate, 0);
-      ph.seen = tickNo;
+      ph.seen = statsNo;
     }
     // forget the history of what has been gone for a whole chart width
-    for (const [k, h] of scopeHist) if (tickNo - h.seen > HISTORY && !scopes.has(k)) scopeHist.delete(k);
-    for (const [k, h] of poolHist) if (tickNo - h.seen > HISTORY && !pools.has(k)) poolHist.delete(k);
+    for (const [k, h] of scopeHist) if (statsNo - h.seen > HISTORY && !scopes.has(k)) scopeHist.delete(k);
+    for (const [k, h] of poolHist) if (statsNo - h.seen > HISTORY && !pools.has(k)) poolHist.delete(k);
+  }
 
+  function redrawCharts() {
+    const none = { rate: [], size: [] };
+    for (const s of scopes.values()) {
+      const h = scopeHist.get(s.name) || none;
+      drawChart(s.chart, h.rate, { label: "resolutions/s", maxLabel: true });
+      setText(s.val, fmtRate(h.rate.length ? h.rate[h.rate.length - 1] : 0));
+    }
+    for (const p of pools.values()) drawPoolCharts(p, poolHist.get(p.key) || none);
+  }
+
+  function onStats(msg) {
+    syncClock(msg);
+    page.stats++;
+    recordStats(msg, true);
     // renewals move updated_at (and may change the lifetime)
     for (const r of msg.renewed || []) {
       if (!r) continue;
@@ -741,25 +826,28 @@
       if (typeof r.lifetime_ms === "number") { pe.rec.lifetime_ms = r.lifetime_ms; pe.lifeMs = r.lifetime_ms; }
       refreshTimes(pe, now());
     }
-
-    lastTotalRate = total;
-    for (const s of scopes.values()) {
-      const h = scopeHist.get(s.name);
-      drawChart(s.chart, h.rate, { label: "resolutions/s", maxLabel: true });
-      setText(s.val, fmtRate(h.rate[h.rate.length - 1]));
-    }
-    for (const p of pools.values()) drawPoolCharts(p, poolHist.get(p.key));
+    redrawCharts();
     updateTotals();
   }
 
   // ---------- the 250 ms tick: clock, age, lifetime left ----------
+  // Rows on screen count down every tick; the others (scrolled away in a big
+  // pool, or in a collapsed one) are refreshed in turn, each every
+  // SWEEP ticks, so their text never lags by more than two seconds while the
+  // page does not re-lay out hundreds of unseen rows four times a second.
+  const SWEEP = 8;
+  let tickNo = 0;
   function tick() {
     const t = now();
     setText(ui.clock, hms(t) + " UTC");
     if (document.hidden) return;
+    const phase = tickNo++ % SWEEP;
     for (const p of pools.values()) {
-      if (p.collapsed) continue;
-      for (const pe of p.pes.values()) if (pe.state === "live") refreshTimes(pe, t);
+      let i = 0;
+      for (const pe of p.pes.values()) {
+        if (pe.state === "live" && (!rowObserver || onScreen.has(pe) || i % SWEEP === phase)) refreshTimes(pe, t);
+        i++;
+      }
     }
   }
   setInterval(tick, TICK_MS);
