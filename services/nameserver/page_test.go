@@ -44,15 +44,15 @@ func TestPoolPage(t *testing.T) {
 	page := openPage(t, browser, ns.pageURL)
 	page.wait(t, time.Now().Add(10*time.Second), `document.querySelector('#status[data-state="open"]') !== null`)
 
-	// Resolution traffic, for the charts.
+	// Resolution traffic, for the charts: its rate rises and falls.
 	trafficCtx, stopTraffic := context.WithCancel(context.Background())
 	defer stopTraffic()
 	go func() {
-		for trafficCtx.Err() == nil {
-			for _, pool := range []string{"echo", "jobs"} {
+		for i := 0; trafficCtx.Err() == nil; i++ {
+			for _, pool := range []string{"echo", "jobs", "api"} {
 				_, _ = nc.Request(events.Subject("default", events.KindResolve, pool), []byte(`{"max":2}`), time.Second)
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(time.Duration(5+i%400/10) * time.Millisecond)
 		}
 	}()
 
@@ -69,6 +69,8 @@ func TestPoolPage(t *testing.T) {
 	register("jobs", "jobs-1", "--addr", "nats:svc.jobs.1", "--policy", "least_used", "--load", "0.2")
 	register("jobs", "jobs-2", "--addr", "nats:svc.jobs.2", "--policy", "least_used", "--load", "0.7")
 	register("jobs", "jobs-3", "--addr", "nats:svc.jobs.3", "--policy", "least_used", "--load", "0.45", "--lifetime", "2s")
+	register("api", "api-1", "--addr", "http:http://10.0.0.1:8080/", "--policy", "weighted_round_robin", "--weight", "3", "--meta", "zone=a")
+	register("api", "api-2", "--addr", "http:http://10.0.0.2:8080/", "--policy", "weighted_round_robin", "--weight", "1", "--meta", "zone=b")
 
 	page.wait(t, time.Now().Add(time.Second), `(() => {
 		const p = document.querySelector('[data-pool="default/echo"]');
@@ -78,7 +80,9 @@ func TestPoolPage(t *testing.T) {
 		const row = document.querySelector('tr[data-pe="default/jobs/jobs-1"]');
 		const text = f => row.querySelector('[data-field="' + f + '"]').textContent;
 		return text("transports").includes("svc.jobs.1") && text("load").includes("20") && text("home") !== "" &&
-			/\d/.test(text("age")) && /\d/.test(text("lifetime-left"));
+			/\d/.test(text("age")) && /\d/.test(text("lifetime-left")) &&
+			document.querySelector('tr[data-pe="default/api/api-1"] [data-field="params"]').textContent.includes("weight=3") &&
+			document.querySelector('tr[data-pe="default/api/api-2"] [data-field="meta"]').textContent.includes("zone=b");
 	})()`)
 	// Resolutions per second reach the page's stats (this replica answers
 	// them all).
@@ -86,6 +90,11 @@ func TestPoolPage(t *testing.T) {
 		document.querySelector('[data-scope="default"] svg[data-chart="scope-rate"]') !== null &&
 		document.querySelector('[data-pool="default/echo"] svg[data-chart="pool-size"]') !== null &&
 		document.querySelector('[data-pool="default/echo"] svg[data-chart="pool-rate"]') !== null`)
+
+	screenshot := os.Getenv("RSP_SCREENSHOT")
+	if screenshot != "" {
+		time.Sleep(45 * time.Second) // charts with some history for the picture
+	}
 
 	removed := func(pool, id, reason string) {
 		t.Helper()
@@ -105,7 +114,7 @@ func TestPoolPage(t *testing.T) {
 	removed("jobs", "jobs-3", events.ReasonExpired)
 	page.wait(t, time.Now().Add(time.Second), `[...document.querySelectorAll('[data-change]')].some(e => e.textContent.includes("jobs-3") && e.textContent.includes("expired"))`)
 
-	if path := os.Getenv("RSP_SCREENSHOT"); path != "" {
+	if path := screenshot; path != "" {
 		png, err := chromedp.Run(page.ctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Fatal(err)
