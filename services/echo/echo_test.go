@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -141,29 +140,11 @@ func (g *gone) wait(d time.Duration, since time.Time) (reason string, removed, u
 	return g.reason, g.removedAt.Sub(since), g.goneAt.Sub(since)
 }
 
-// syncBuf is a bytes.Buffer safe for a writer and readers at once.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // proc is a running echo PE.
 type proc struct {
 	id     string
 	cmd    *exec.Cmd
-	stderr *syncBuf
+	stderr *nstest.SyncBuffer
 	done   chan struct{} // closed once it exited
 }
 
@@ -175,7 +156,7 @@ func (e *env) startEcho(id string, args ...string) *proc {
 		"--key", filepath.Join(e.dir, id+".nk"), "--data", e.data}, args...)
 	cmd := exec.Command(echoBin, args...)
 	cmd.Env = append(os.Environ(), "RSP_SCOPE=", "RSP_CREDS=", "RSP_NATS=")
-	p := &proc{id: id, cmd: cmd, stderr: &syncBuf{}, done: make(chan struct{})}
+	p := &proc{id: id, cmd: cmd, stderr: &nstest.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

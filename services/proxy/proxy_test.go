@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -310,24 +309,6 @@ func TestDeregisteredPEDrains(t *testing.T) {
 	}
 }
 
-// syncBuf is a strings.Builder safe for a writer and readers at once.
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 var listening = regexp.MustCompile(`msg=listening .*addr=(\S+)`)
 
 // The real binary: round robin, failover from a dead PE, and a drain on
@@ -340,7 +321,7 @@ func TestBinary(t *testing.T) {
 	cmd := exec.Command(proxyBin, "--nats", e.url, "--pool", "echo", "--listen", "127.0.0.1:0",
 		"--drain-timeout", "10s", "--data", t.TempDir())
 	cmd.Env = append(os.Environ(), "RSP_SCOPE=", "RSP_CREDS=", "RSP_CONNECT_TIMEOUT=500ms")
-	stderr := &syncBuf{}
+	stderr := &nstest.SyncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,11 +1,9 @@
 package server_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,30 +12,12 @@ import (
 	"github.com/rserpool/rsp/services/nameserver/server"
 )
 
-// syncBuffer is a bytes.Buffer for a logger written from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestEventLogLines: every JSON log line about an event (applied,
 // refused, a failure report, the check it starts, the removal that
 // follows) names the event (event_id, event_seq), its pool and its PE id,
 // once each.
 func TestEventLogLines(t *testing.T) {
-	var out syncBuffer
+	var out nstest.SyncBuffer
 	log := slog.New(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s := nstest.StartNATS(t)
 	nstest.StartNameServer(t, s, server.Config{Logger: log, MaxBadPEReports: 2, CheckTimeout: 200 * time.Millisecond})
