@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -129,6 +131,19 @@ func TestPoolPage(t *testing.T) {
 	page.wait(t, time.Now().Add(12*time.Second), `document.querySelector('tr[data-pe="default/echo/echo-2"]') === null`)
 	page.wait(t, time.Now().Add(time.Second), `document.querySelector('tr[data-pe="default/echo/echo-1"][data-state="live"]') !== null`)
 	page.noErrors(t)
+
+	// The same listener serves health and metrics.
+	for path, want := range map[string]string{"healthz": "ok", "readyz": "ready", "metrics": `rsp_pool_elements{policy="round_robin",pool="echo"`} {
+		resp, err := http.Get(ns.pageURL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Errorf("GET /%s: %s, want 200 with %q", path, resp.Status, want)
+		}
+	}
 }
 
 // chromium finds the browser: $RSP_CHROMIUM, or chromium on PATH. Without

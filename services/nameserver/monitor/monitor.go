@@ -145,8 +145,8 @@ func (m *Monitor) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (m *Monitor) pools(w http.ResponseWriter, _ *http.Request) {
-	if err := m.ready(); err != nil && m.attached() == nil {
-		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+	if m.attached() == nil {
+		http.Error(w, "not ready: the name space is not loaded yet", http.StatusServiceUnavailable)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

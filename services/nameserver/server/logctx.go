@@ -41,8 +41,8 @@ func withEventAttrs(ctx context.Context, msg *nats.Msg, eventSeq uint64, pool, p
 		slog.String("pool", pool), slog.String("pe_id", peID))
 }
 
-// eventLogger wraps h so that lines logged with a context add the
-// context's attributes (those the line names itself win).
+// eventLogger wraps l's handler so that lines logged with a context add
+// the context's attributes (those the line names itself win).
 func eventLogger(l *slog.Logger) *slog.Logger {
 	if _, ok := l.Handler().(ctxHandler); ok {
 		return l

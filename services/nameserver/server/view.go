@@ -208,7 +208,7 @@ func (v *view) set(key string, rev uint64, rec *events.Record) {
 		}
 		keys[key] = struct{}{}
 	}
-	v.pools[poolName] = old.with(poolName, rev, &member{rev: rev, rec: *rec, elem: events.Marshal(rec.Element())})
+	v.pools[poolName] = old.with(poolName, &member{rev: rev, rec: *rec, elem: events.Marshal(rec.Element())})
 }
 
 // unindex drops key from the index of conn. The caller holds v.mu.
@@ -266,10 +266,9 @@ func cmpString(a, b string) int {
 	return 0
 }
 
-// with returns a copy of p (nil: a new pool) with m added or replaced at
-// revision rev.
-func (p *pool) with(name string, rev uint64, m *member) *pool {
-	np := &pool{name: name, rev: rev}
+// with returns a copy of p (nil: a new pool) with m added or replaced.
+func (p *pool) with(name string, m *member) *pool {
+	np := &pool{name: name, rev: m.rev}
 	if p != nil {
 		np.policy, np.picker, np.stats = p.policy, p.picker, p.stats
 		np.members = slices.Clone(p.members)
