@@ -35,7 +35,9 @@ Draining: rsp register only registers a service that runs elsewhere, so on
 SIGINT/SIGTERM it deregisters at once and exits; from then on no new client is
 sent to the PE, and the service itself decides how long to go on serving the
 clients it has. Stop rsp register first and the service after its clients are
-done. (A PE built on rspclient.Serve, like services/echo, drains by itself.) Each --addr is one transport: tcp:HOST:PORT, udp:HOST:PORT,
+done. (A PE built on rspclient.Serve, like services/echo, drains by itself.)
+
+Each --addr is one transport: tcp:HOST:PORT, udp:HOST:PORT,
 sctp:HOST:PORT, http:URL or nats:SUBJECT. Without --id the PE gets a random id;
 with --id the same key (--key) can deregister it later from another process.
 

@@ -64,6 +64,7 @@ func TestPoolPage(t *testing.T) {
 		pes[id] = startPE(t, ns.natsURL, data, pool, id, args...)
 		at := changes.await(t, id, events.OpAdd)
 		page.wait(t, at.Add(time.Second), fmt.Sprintf(`document.querySelector('tr[data-pe="default/%s/%s"][data-state="live"]') !== null`, pool, id))
+		t.Logf("add %s on the page %v after its change message", id, time.Since(at).Round(time.Millisecond))
 	}
 	register("echo", "echo-1", "--addr", "tcp:127.0.0.1:7001", "--meta", "zone=a")
 	register("echo", "echo-2", "--addr", "tcp:127.0.0.1:7002", "--meta", "zone=b")
@@ -103,6 +104,7 @@ func TestPoolPage(t *testing.T) {
 		at := changes.await(t, id, events.OpRemove)
 		page.wait(t, at.Add(time.Second), fmt.Sprintf(
 			`document.querySelector('tr[data-pe="default/%s/%s"][data-state="removed"][data-reason="%s"]') !== null`, pool, id, reason))
+		t.Logf("remove %s (%s) on the page %v after its change message", id, reason, time.Since(at).Round(time.Millisecond))
 	}
 	// A crash: its connection closes, the name server takes it out.
 	_ = pes["echo-2"].Process.Signal(syscall.SIGKILL)
