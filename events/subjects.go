@@ -32,6 +32,14 @@ func OutcomeSubject(scope, pool, peID string) string {
 	return Subject(scope, KindOutcome, pool) + "." + peID
 }
 
+// NameServerSubject is where name-server replica id announces itself in
+// scope every second (rsp extension): rsp.<scope>.nameservers.<id> (id as
+// one subject token). NameServersSubject is the wildcard of all of them.
+func NameServerSubject(scope, id string) string { return "rsp." + scope + ".nameservers." + id }
+
+// NameServersSubject is rsp.<scope>.nameservers.*.
+func NameServersSubject(scope string) string { return NameServerSubject(scope, "*") }
+
 // ServiceSubject is the conventional subject of a PE's "nats" transport
 // (rsp extension): rsp.<scope>.svc.<pool>.<pe_id>. PE credentials may
 // subscribe to it for their pools, PU credentials may send requests to it.

@@ -152,6 +152,27 @@ const (
 	ReasonDisconnected = "disconnected"
 )
 
+// NameServerBeat is what a name-server replica publishes every second on
+// NameServerSubject (rsp extension), and once more when it stops: that it
+// lives, and its counts, so that monitors see every replica of a scope and
+// the resolutions of all of them.
+type NameServerBeat struct {
+	ID        string    `json:"id"`
+	Scope     string    `json:"scope"`
+	Time      time.Time `json:"time"`
+	StartedAt time.Time `json:"started_at"`
+	// Key is the nkey that signs the replica's answers.
+	Key   string `json:"key"`
+	Pools int    `json:"pools"`
+	PEs   int    `json:"pes"`
+	// Resolutions counts, per pool, the answers with PEs this replica sent
+	// since the pool last appeared in its view (a counter: rates come
+	// from two beats).
+	Resolutions map[string]uint64 `json:"resolutions"`
+	// Stopping is set on the last beat of a replica that stops.
+	Stopping bool `json:"stopping,omitempty"`
+}
+
 // Change is a pool change notification. Element is the PE after an add or
 // update and the last known PE on a remove (absent when the name server no
 // longer knew it).

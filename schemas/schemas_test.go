@@ -52,7 +52,7 @@ func signer(t *testing.T) string {
 }
 
 func TestNames(t *testing.T) {
-	want := []string{"change", "deregistration", "failure_report", "monitor_change", "monitor_snapshot", "monitor_stats", "outcome", "record", "registration", "reports", "resolve_answer", "resolve_request"}
+	want := []string{"change", "deregistration", "failure_report", "monitor_change", "monitor_snapshot", "monitor_stats", "nameserver_beat", "outcome", "record", "registration", "reports", "resolve_answer", "resolve_request"}
 	got := Names()
 	if !slices.Equal(got, want) {
 		t.Fatalf("Names() = %v, want %v", got, want)
@@ -127,6 +127,10 @@ func TestEventsMessages(t *testing.T) {
 		{"change", events.Change{Scope: "default", Pool: "echo", Revision: 1236, Op: events.OpUpdate, PEID: "echo-1", Reason: events.ReasonUpdated, Element: &el}},
 		{"change", events.Change{Scope: "default", Pool: "echo", Revision: 1237, Op: events.OpRemove, PEID: "echo-1", Reason: events.ReasonDeregistered, Element: &el}},
 		{"change", events.Change{Scope: "default", Pool: "echo", Revision: 1238, Op: events.OpRemove, PEID: "echo-1", Reason: events.ReasonExpired}},
+		{"nameserver_beat", events.NameServerBeat{ID: "ns-1", Scope: "default", Time: now, StartedAt: now.Add(-time.Hour), Key: signer(t),
+			Pools: 2, PEs: 7, Resolutions: map[string]uint64{"echo": 1234}}},
+		{"nameserver_beat", events.NameServerBeat{ID: "ns-1", Scope: "default", Time: now, StartedAt: now, Key: signer(t),
+			Resolutions: map[string]uint64{}, Stopping: true}},
 	}
 	// The record case above validates rec.Element() against record: it must fail.
 	for i, c := range cases {

@@ -49,6 +49,8 @@ type Monitor struct {
 	stops   []func()
 	history []statsMsg // the last historyLen stats, oldest first
 
+	nameServers *nameServers
+
 	done     chan struct{} // closed by Close: streams end
 	doneOnce sync.Once
 }
@@ -62,20 +64,28 @@ func New(cfg Config) *Monitor {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Monitor{cfg: cfg, log: cfg.Logger.With("component", "monitor"), clients: map[*client]struct{}{}, done: make(chan struct{})}
+	return &Monitor{cfg: cfg, log: cfg.Logger.With("component", "monitor"), clients: map[*client]struct{}{}, done: make(chan struct{}),
+		nameServers: newNameServers()}
 }
 
-// Attach starts showing the replicas: their change streams feed the page,
-// and the Monitor is ready. It runs until Close.
+// Attach starts showing the replicas: their change streams and the beats
+// of every replica of their scopes feed the page, and the Monitor is
+// ready. It runs until Close.
 func (m *Monitor) Attach(servers ...*server.NameServer) error {
 	for _, n := range servers {
-		stop, err := n.WatchChanges(func(ch events.Change) { m.changed(n, ch) })
+		stopChanges, err := n.WatchChanges(func(ch events.Change) { m.changed(n, ch) })
 		if err != nil {
 			m.Close()
 			return err
 		}
+		stopBeats, err := n.WatchNameServers(func(b events.NameServerBeat) { m.nameServers.heard(b, time.Now()) })
+		if err != nil {
+			stopChanges()
+			m.Close()
+			return err
+		}
 		m.mu.Lock()
-		m.stops = append(m.stops, stop)
+		m.stops = append(m.stops, stopChanges, stopBeats)
 		m.mu.Unlock()
 	}
 	m.mu.Lock()

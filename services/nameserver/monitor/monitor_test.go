@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -351,4 +352,97 @@ func hasLabels(m *dto.Metric, want map[string]string) bool {
 		}
 	}
 	return n == len(want)
+}
+
+// TestNameServerShares runs two replicas of one scope with the monitor on
+// one of them: its stats list both, each with its share of the
+// resolutions (the queue group splits them), and the replica that stops is
+// shown stopped at once. The beats on NATS match their schema.
+func TestNameServerShares(t *testing.T) {
+	s := nstest.StartNATS(t)
+	ns1 := nstest.StartNameServer(t, s, server.Config{ID: "ns-1"})
+	ns2 := nstest.StartNameServer(t, s, server.Config{ID: "ns-2"})
+	mon := monitor.New(monitor.Config{StatsInterval: 200 * time.Millisecond, Logger: nstest.Logger()})
+	t.Cleanup(mon.Close)
+	if err := mon.Attach(ns1); err != nil {
+		t.Fatal(err)
+	}
+	web := httptest.NewServer(mon.Handler())
+	t.Cleanup(web.Close)
+
+	nc := nstest.Connect(t, s)
+	beats, err := nc.SubscribeSync(events.NameServersSubject("default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	owner := client(t, s)
+	if _, err := owner.Register(ctx, "echo", rspclient.PE{ID: "a", Transports: []events.Transport{{Proto: "tcp", Addr: "127.0.0.1:7001"}}}); err != nil {
+		t.Fatal(err)
+	}
+	trafficCtx, stopTraffic := context.WithCancel(ctx)
+	defer stopTraffic()
+	go func() {
+		for trafficCtx.Err() == nil {
+			_, _ = nc.Request(events.Subject("default", events.KindResolve, "echo"), nil, time.Second)
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+
+	type nameServer struct {
+		ID    string  `json:"id"`
+		State string  `json:"state"`
+		Rate  float64 `json:"resolutions_per_s"`
+		PEs   int     `json:"pes"`
+	}
+	type stats struct {
+		Scopes []struct {
+			Rate        float64      `json:"resolutions_per_s"`
+			NameServers []nameServer `json:"nameservers"`
+			Pools       []struct {
+				Rate float64 `json:"resolutions_per_s"`
+			} `json:"pools"`
+		} `json:"scopes"`
+	}
+	stream := openStream(t, web.URL+"/api/stream")
+	shared := false
+	for deadline := time.Now().Add(10 * time.Second); !shared && time.Now().Before(deadline); {
+		var st stats
+		decodeJSON(t, stream.next(t, "stats"), &st)
+		sc := st.Scopes[0]
+		if len(sc.NameServers) != 2 {
+			continue
+		}
+		sum := sc.NameServers[0].Rate + sc.NameServers[1].Rate
+		if sc.NameServers[0].ID != "ns-1" || sc.NameServers[1].ID != "ns-2" || sc.NameServers[0].State != "up" ||
+			sc.NameServers[1].State != "up" || math.Abs(sc.Rate-sum) > 1e-6 || math.Abs(sc.Pools[0].Rate-sum) > 1e-6 {
+			t.Fatalf("stats: %+v", sc)
+		}
+		shared = sc.NameServers[0].Rate > 0 && sc.NameServers[1].Rate > 0 && sc.NameServers[1].PEs == 1
+	}
+	if !shared {
+		t.Fatal("the stats never showed both replicas answering")
+	}
+	for range 3 {
+		m, err := beats.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := schemas.Validate("nameserver_beat", m.Data); err != nil {
+			t.Fatalf("beat %s: %v", m.Data, err)
+		}
+	}
+
+	ns2.Stop()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		var st stats
+		decodeJSON(t, stream.next(t, "stats"), &st)
+		if ns := st.Scopes[0].NameServers; len(ns) == 2 && ns[1].State == "stopped" && ns[1].Rate == 0 && ns[0].State == "up" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ns-2 not shown stopped: %+v", st)
+		}
+	}
 }

@@ -52,6 +52,9 @@ type scopeStats struct {
 	Scope           string      `json:"scope"`
 	ResolutionsPerS float64     `json:"resolutions_per_s"`
 	Pools           []poolStats `json:"pools"`
+	// NameServers are the scope's replicas, with their share of the
+	// resolutions.
+	NameServers []nameServerStats `json:"nameservers"`
 }
 
 type poolStats struct {
@@ -252,10 +255,7 @@ func (m *Monitor) stream(w http.ResponseWriter, r *http.Request) {
 func (m *Monitor) statsLoop() {
 	t := time.NewTicker(m.cfg.StatsInterval)
 	defer t.Stop()
-	var st statsState
-	st.last = time.Now()
-	st.counts = map[string]uint64{}
-	st.seen = map[string]*poolSeen{}
+	st := statsState{seen: map[string]*poolSeen{}}
 	for {
 		select {
 		case <-m.done:
@@ -278,12 +278,10 @@ func (m *Monitor) statsLoop() {
 	}
 }
 
-// statsState is what the stats are computed against: the resolution
-// counts and PE update times of the last round.
+// statsState is what the renewals are found against: the PE update times
+// of the last round.
 type statsState struct {
-	last   time.Time
-	counts map[string]uint64    // scope/pool → resolutions answered
-	seen   map[string]*poolSeen // scope/pool; kept only while pages watch
+	seen map[string]*poolSeen // scope/pool; kept only while pages watch
 }
 
 type poolSeen struct {
@@ -291,34 +289,27 @@ type poolSeen struct {
 	updated map[string]time.Time // pe_id → updated_at
 }
 
+// next computes the stats of now: pool sizes from the view, resolutions
+// per second from the beats of all replicas, and (when pages watch) the
+// PEs renewed since the last round.
 func (st *statsState) next(m *Monitor, now time.Time, renewals bool) statsMsg {
-	dt := now.Sub(st.last).Seconds()
-	st.last = now
 	msg := statsMsg{Time: now.UTC(), Scopes: []scopeStats{}, Renewed: []renewal{}}
-	counts := make(map[string]uint64, len(st.counts))
 	seen := map[string]*poolSeen{}
 	for _, s := range m.scopeServers() {
-		ss := scopeStats{Scope: s.scope, Pools: []poolStats{}}
+		replicas, rates := m.nameServers.rates(s.scope, now)
+		ss := scopeStats{Scope: s.scope, Pools: []poolStats{}, NameServers: replicas}
+		for _, r := range replicas {
+			ss.ResolutionsPerS += r.ResolutionsPerS
+		}
 		for _, p := range s.n.PoolSummaries(s.scope) {
-			key := s.scope + "/" + p.Pool
-			counts[key] = p.Resolutions
-			prev, ok := st.counts[key]
-			if !ok || prev > p.Resolutions { // a new pool, or one that came back
-				prev = 0
-			}
-			rate := 0.0
-			if dt > 0 {
-				rate = float64(p.Resolutions-prev) / dt
-			}
-			ss.ResolutionsPerS += rate
-			ss.Pools = append(ss.Pools, poolStats{Pool: p.Pool, Size: p.Size, ResolutionsPerS: rate})
+			ss.Pools = append(ss.Pools, poolStats{Pool: p.Pool, Size: p.Size, ResolutionsPerS: rates[p.Pool]})
 			if renewals {
-				seen[key] = st.renewed(&msg, s.n, s.scope, p)
+				seen[s.scope+"/"+p.Pool] = st.renewed(&msg, s.n, s.scope, p)
 			}
 		}
 		msg.Scopes = append(msg.Scopes, ss)
 	}
-	st.counts, st.seen = counts, seen
+	st.seen = seen
 	return msg
 }
 

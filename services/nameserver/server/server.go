@@ -199,7 +199,9 @@ type NameServer struct {
 	nc      *nats.Conn
 	cancel  context.CancelFunc
 	views   map[string]*view
+	started time.Time     // when it began to serve; zero if it never did
 	stopped chan struct{} // closed by Stop
+	beatMu  sync.Mutex    // one beat at a time: none after the last
 
 	stopOnce  sync.Once
 	subs      []*nats.Subscription
@@ -244,6 +246,8 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config) (*NameServer, error) 
 		return nil, err
 	}
 	cfg.Metrics.add(n)
+	n.started = time.Now().UTC()
+	n.wg.Go(func() { n.beat(runCtx) })
 	cfg.Logger.Info("name server serving", "id", cfg.ID, "scopes", cfg.Scopes, "key", n.PublicKey(), "jwt_auth", cfg.Auth != nil,
 		"disconnect_detection", n.disconnects != nil)
 	return n, nil
@@ -386,6 +390,9 @@ func (n *NameServer) Stop() {
 	n.stopOnce.Do(func() {
 		close(n.stopped)
 		n.cfg.Metrics.remove(n)
+		if !n.started.IsZero() && n.nc.IsConnected() {
+			n.publishBeats(true) // monitors see it go at once
+		}
 		for _, s := range n.subs {
 			_ = s.Drain()
 		}
