@@ -250,6 +250,7 @@ func startMonitor(ctx context.Context, addr string, log *slog.Logger) (*monitorR
 		log.Warn("--metrics listens beyond loopback: the pool page and /api/pools show every PE of every scope to whoever reaches it", "addr", addr)
 	}
 	mon := monitor.New(monitor.Config{Gatherer: reg, Logger: log})
+	reg.MustRegister(mon.Collector())
 	srv := &http.Server{Handler: mon.Handler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
 	url := "http://" + ln.Addr().String() + "/"
 	log.Info("monitor listening", "page", url, "metrics", url+"metrics")

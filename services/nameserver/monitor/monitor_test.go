@@ -364,6 +364,8 @@ func TestNameServerShares(t *testing.T) {
 	ns2 := nstest.StartNameServer(t, s, server.Config{ID: "ns-2"})
 	mon := monitor.New(monitor.Config{StatsInterval: 200 * time.Millisecond, Logger: nstest.Logger()})
 	t.Cleanup(mon.Close)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(mon.Collector())
 	if err := mon.Attach(ns1); err != nil {
 		t.Fatal(err)
 	}
@@ -443,6 +445,11 @@ func TestNameServerShares(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("ns-2 not shown stopped: %+v", st)
+		}
+	}
+	for state, want := range map[string]float64{"up": 1, "stopped": 1, "silent": 0} {
+		if got, ok := metricValue(t, reg, "rsp_nameserver_replicas", map[string]string{"scope": "default", "state": state}); !ok || got != want {
+			t.Errorf("rsp_nameserver_replicas{state=%s} = %v (found %v), want %v", state, got, ok, want)
 		}
 	}
 }

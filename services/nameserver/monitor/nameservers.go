@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rserpool/rsp/events"
 )
 
@@ -113,4 +115,31 @@ func (ns *nameServers) rates(scope string, now time.Time) ([]nameServerStats, ma
 	}
 	slices.SortFunc(out, func(a, b nameServerStats) int { return strings.Compare(a.ID, b.ID) })
 	return out, pools
+}
+
+var descReplicas = prometheus.NewDesc("rsp_nameserver_replicas",
+	"Name-server replicas of the scope by state, as their beats tell (up; stopped: said so; silent: no beat for 3 s), seen from this process.",
+	[]string{"scope", "state"}, nil)
+
+// Collector exports the replicas of each attached scope by state
+// (rsp_nameserver_replicas), so that an alert can fire when one goes
+// silent.
+func (m *Monitor) Collector() prometheus.Collector { return replicasCollector{m} }
+
+type replicasCollector struct{ m *Monitor }
+
+func (c replicasCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descReplicas }
+
+func (c replicasCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	for _, s := range c.m.scopeServers() {
+		list, _ := c.m.nameServers.rates(s.scope, now)
+		counts := map[string]int{stateUp: 0, stateStopped: 0, stateSilent: 0}
+		for _, r := range list {
+			counts[r.State]++
+		}
+		for state, n := range counts {
+			ch <- prometheus.MustNewConstMetric(descReplicas, prometheus.GaugeValue, float64(n), s.scope, state)
+		}
+	}
 }
