@@ -93,6 +93,11 @@ func TestPoolPage(t *testing.T) {
 		document.querySelector('[data-scope="default"] svg[data-chart="scope-rate"]') !== null &&
 		document.querySelector('[data-pool="default/echo"] svg[data-chart="pool-size"]') !== null &&
 		document.querySelector('[data-pool="default/echo"] svg[data-chart="pool-rate"]') !== null`)
+	// The replica is listed, up, answering.
+	page.wait(t, time.Now().Add(5*time.Second), `(() => {
+		const ns = document.querySelector('[data-scope="default"] [data-nameserver][data-state="up"]');
+		return ns && parseFloat(ns.querySelector('[data-field="ns-rate"]').textContent) > 0;
+	})()`)
 
 	screenshot := os.Getenv("RSP_SCREENSHOT")
 	if screenshot != "" {

@@ -36,6 +36,7 @@
     status: $("status"), replica: $("replica"), clock: $("clock"),
     scopes: $("scopes"), placeholder: $("placeholder"),
     tScopes: $("t-scopes"), tPools: $("t-pools"), tPes: $("t-pes"), tRate: $("t-rate"),
+    tNs: $("t-ns"), tNsBox: $("t-ns-box"),
     changes: $("changes"), changesEmpty: $("changes-empty"),
   };
 
@@ -197,10 +198,11 @@
     lab.append(val, el("span", "chart-unit", "resolutions/s"));
     box.append(chart.svg, lab);
     head.append(title, meta, box);
+    const ns = makeStrip(name);
     const list = el("div", "pools");
     const empty = el("p", "muted small none", "No pools in this scope.");
-    sec.append(head, list, empty);
-    s = { name, sec, meta, chart, val, list, empty, pools: new Map() };
+    sec.append(head, ns.strip, list, empty);
+    s = { name, sec, meta, chart, val, list, empty, pools: new Map(), ns };
     scopes.set(name, s);
     // keep sections sorted by scope name
     let before = null;
@@ -219,12 +221,177 @@
     s.sec.remove();
     scopes.delete(s.name);
     if (scopes.size === 0) ui.placeholder.hidden = false;
+    updateNsTotal();
   }
   function updateScopeMeta(s) {
     let live = 0, shown = 0;
     for (const p of s.pools.values()) { live += p.live; shown++; }
     setText(s.meta, `${shown} pool${shown === 1 ? "" : "s"} · ${fmtInt(live)} PE${live === 1 ? "" : "s"}`);
     s.empty.hidden = shown > 0;
+  }
+
+  // ---------- name servers ----------
+  // A strip of small cards between the scope header and its pools: every
+  // name-server replica of the scope (stats' "nameservers", sorted by id),
+  // its state, its share of the scope's resolutions and how long it has
+  // been up (or since when it is gone). Cards are updated in place.
+  const NS_STATES = { up: "up", stopped: "stopped", silent: "silent" };
+  function makeStrip(scope) {
+    const strip = el("div", "ns-strip");
+    strip.hidden = true; // until a stats message lists the replicas
+    strip.setAttribute("role", "group");
+    strip.setAttribute("aria-label", "name servers of scope " + scope);
+    const label = el("div", "ns-label");
+    const sum = el("span", "ns-sum", "");
+    label.append(el("span", "ns-title", "Name servers"), sum);
+    const list = el("div", "ns-list");
+    const none = el("span", "ns-none muted small", "no name-server beats heard yet");
+    none.hidden = true;
+    list.append(none);
+    strip.append(label, list);
+    return { scope, strip, sum, list, none, cards: new Map(), known: false, states: [] };
+  }
+  function makeCard(ns, id) {
+    const card = el("div", "ns");
+    card.dataset.nameserver = ns.scope + "/" + id;
+    card.dataset.state = "";
+    const top = el("div", "ns-top");
+    const dot = el("span", "ns-dot");
+    const idEl = el("span", "ns-id mono", id);
+    const self = el("span", "ns-self", "this page");
+    self.hidden = true;
+    const stateEl = el("span", "ns-state", "");
+    stateEl.dataset.field = "ns-state";
+    top.append(dot, idEl, self, stateEl);
+    const mid = el("div", "ns-mid");
+    const rateBox = el("span", "ns-ratebox");
+    const rate = el("span", "ns-rate", "0");
+    rate.dataset.field = "ns-rate";
+    rateBox.append(rate, el("span", "ns-unit", "/s"));
+    const bar = el("span", "ns-bar");
+    const fill = el("span", "ns-fill");
+    bar.append(fill);
+    const share = el("span", "ns-share", "");
+    share.dataset.field = "ns-share";
+    mid.append(rateBox, bar, share);
+    const bot = el("div", "ns-bot");
+    const pes = el("span", "ns-pes", "");
+    pes.dataset.field = "ns-pes";
+    const time = el("span", "ns-time", "");
+    time.dataset.field = "ns-time";
+    bot.append(pes, time);
+    card.append(top, mid, bot);
+    return {
+      id, card, idEl, self, stateEl, rate, fill, share, pes, time,
+      state: "", startAt: NaN, seenAt: NaN, timeStr: null, tip: "",
+    };
+  }
+  // fmtNsRate: the replica's resolutions per second as a plain number
+  // (no separators or k suffix, so the text is the number).
+  function fmtNsRate(v) {
+    if (!(v > 0)) return "0";
+    return v >= 10 ? String(Math.round(v)) : v.toFixed(1);
+  }
+  function refreshNsTime(c, t) {
+    let str;
+    if (c.state === "up") str = Number.isNaN(c.startAt) ? "up" : "up " + fmtDur(t - c.startAt);
+    else str = Number.isNaN(c.seenAt) ? "not seen" : "last seen " + fmtDur(t - c.seenAt) + " ago";
+    if (str !== c.timeStr) { c.timeStr = str; c.time.textContent = str; }
+  }
+  function setSelfTag(c) {
+    const mine = replicaIDs.has(c.id);
+    if (c.self.hidden === mine) c.self.hidden = !mine;
+    c.card.classList.toggle("self", mine);
+  }
+  // applyNameServers shows one scope's replicas from a stats message.
+  function applyNameServers(s, sc) {
+    const ns = s.ns;
+    if (!Array.isArray(sc.nameservers)) return; // a server without beats: no strip
+    const total = Number(sc.resolutions_per_s) || 0;
+    const t = now();
+    const seen = new Set();
+    const states = [];
+    let up = 0, silent = 0, prev = null;
+    for (const r of sc.nameservers) {
+      if (!r || r.id === undefined || r.id === null) continue;
+      const id = String(r.id);
+      if (seen.has(id)) continue;
+      seen.add(id);
+      let c = ns.cards.get(id);
+      if (!c) {
+        c = makeCard(ns, id);
+        ns.cards.set(id, c);
+        setSelfTag(c);
+      }
+      // keep the cards in the list's order (sorted by id)
+      const want = prev ? prev.card.nextSibling : ns.list.firstChild;
+      if (want !== c.card) ns.list.insertBefore(c.card, want);
+      prev = c;
+      const state = NS_STATES[r.state] || String(r.state || "unknown");
+      states.push([id, state]);
+      if (state === "up") up++;
+      if (state === "silent") silent++;
+      if (state !== c.state) {
+        c.state = state;
+        c.card.dataset.state = state;
+        c.stateEl.textContent = state;
+        c.timeStr = null;
+      }
+      const rate = Math.max(0, Number(r.resolutions_per_s) || 0);
+      setText(c.rate, fmtNsRate(rate));
+      c.rate.dataset.value = String(rate);
+      const share = total > 0 ? Math.min(1, rate / total) : 0;
+      const pct = Math.round(share * 100);
+      const w = (Math.round(share * 1000) / 10) + "%";
+      if (c.fill.style.width !== w) c.fill.style.width = w;
+      setText(c.share, state === "up" && total > 0 ? pct + "%" : "—");
+      const nPes = Number(r.pes) || 0, nPools = Number(r.pools) || 0;
+      setText(c.pes, fmtInt(nPes) + (nPes === 1 ? " PE" : " PEs") + " · " + fmtInt(nPools) + (nPools === 1 ? " pool" : " pools"));
+      c.startAt = parseTime(r.started_at);
+      c.seenAt = parseTime(r.last_seen);
+      refreshNsTime(c, t);
+      const tip = [id + " — " + state + (replicaIDs.has(id) ? " (serves this page)" : ""),
+        fmtRate(rate) + " resolutions/s" + (total > 0 ? " (" + pct + "% of the scope's " + fmtRate(total) + ")" : "")];
+      if (r.started_at) tip.push("started " + r.started_at);
+      if (r.last_seen) tip.push("last beat " + r.last_seen);
+      if (r.key) tip.push("key " + r.key);
+      const tipStr = tip.join("\n");
+      if (tipStr !== c.tip) { c.tip = tipStr; c.card.title = tipStr; }
+    }
+    for (const [id, c] of ns.cards) {
+      if (!seen.has(id)) { c.card.remove(); ns.cards.delete(id); }
+    }
+    ns.known = true;
+    ns.states = states;
+    ns.none.hidden = seen.size > 0;
+    setText(ns.sum, seen.size ? up + "/" + seen.size + " up" : "");
+    ns.strip.classList.toggle("has-silent", silent > 0);
+    ns.strip.hidden = false;
+  }
+  // The header's count: replicas up / replicas listed, across scopes (a
+  // replica that serves several scopes counts once: up only if up in all).
+  function updateNsTotal() {
+    const byId = new Map();
+    let known = false;
+    for (const s of scopes.values()) {
+      if (!s.ns.known) continue;
+      known = true;
+      for (const [id, state] of s.ns.states) {
+        const old = byId.get(id);
+        if (!old || old === "up" || (old === "stopped" && state === "silent")) byId.set(id, state);
+      }
+    }
+    let up = 0, silent = 0, stopped = 0;
+    for (const st of byId.values()) {
+      if (st === "up") up++;
+      else if (st === "silent") silent++;
+      else stopped++;
+    }
+    setText(ui.tNs, known ? up + "/" + byId.size : "—");
+    const state = silent ? "silent" : stopped ? "stopped" : "up";
+    if (ui.tNs.dataset.state !== state) ui.tNs.dataset.state = state;
+    const tip = known ? `${up} up` + (stopped ? `, ${stopped} stopped` : "") + (silent ? `, ${silent} silent (no beat for 3 s)` : "") : "";
+    if (ui.tNsBox.title !== tip) ui.tNsBox.title = tip;
   }
 
   // ---------- pools ----------
@@ -621,6 +788,7 @@
     replica = r;
     replicaIDs = new Set(r.split(",").map((x) => x.trim()).filter(Boolean));
     ui.replica.textContent = r || "—";
+    for (const s of scopes.values()) for (const c of s.ns.cards.values()) setSelfTag(c);
     for (const p of pools.values()) {
       for (const pe of p.pes.values()) {
         const home = pe.rec.home_nameserver || "";
@@ -686,6 +854,9 @@
       poolHist.clear();
       lastTotalRate = 0;
       for (const h of msg.history.slice(-HISTORY)) if (h && typeof h === "object") recordStats(h, false);
+      // the newest of them shows the replicas until the next stats
+      const last = msg.history[msg.history.length - 1];
+      if (last && typeof last === "object") applyAllNameServers(last);
     }
     redrawCharts();
     updateTotals();
@@ -812,10 +983,20 @@
     for (const p of pools.values()) drawPoolCharts(p, poolHist.get(p.key) || none);
   }
 
+  function applyAllNameServers(msg) {
+    for (const sc of msg.scopes || []) {
+      if (!sc || typeof sc.scope !== "string") continue;
+      const s = scopes.get(sc.scope);
+      if (s) applyNameServers(s, sc);
+    }
+    updateNsTotal();
+  }
+
   function onStats(msg) {
     syncClock(msg);
     page.stats++;
     recordStats(msg, true);
+    applyAllNameServers(msg);
     // renewals move updated_at (and may change the lifetime)
     for (const r of msg.renewed || []) {
       if (!r) continue;
@@ -841,6 +1022,7 @@
     const t = now();
     setText(ui.clock, hms(t) + " UTC");
     if (document.hidden) return;
+    for (const s of scopes.values()) for (const c of s.ns.cards.values()) refreshNsTime(c, t);
     const phase = tickNo++ % SWEEP;
     for (const p of pools.values()) {
       let i = 0;
