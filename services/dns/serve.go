@@ -6,23 +6,39 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
 )
 
+// listenBoth listens on UDP and TCP at the same port of addr. With port 0,
+// TCP takes the port the system gave UDP; when another program holds that
+// port for TCP, it tries again with a new one (a few times).
+func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	for attempt := 1; ; attempt++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		taddr := pc.LocalAddr().(*net.UDPAddr)
+		l, err := net.Listen("tcp", net.JoinHostPort(taddr.IP.String(), fmt.Sprint(taddr.Port)))
+		if err == nil {
+			return pc, l, nil
+		}
+		pc.Close()
+		if port != "0" || !errors.Is(err, syscall.EADDRINUSE) || attempt == 10 {
+			return nil, nil, err
+		}
+	}
+}
+
 // serve answers with h on UDP and TCP at addr until ctx ends, then shuts
 // both servers down.
 func serve(ctx context.Context, addr string, h dns.Handler, log *slog.Logger, ready func(udp, tcp string)) error {
-	pc, err := net.ListenPacket("udp", addr)
+	pc, l, err := listenBoth(addr)
 	if err != nil {
-		return err
-	}
-	// The same port for TCP (an addr with port 0 takes UDP's).
-	taddr := pc.LocalAddr().(*net.UDPAddr)
-	l, err := net.Listen("tcp", net.JoinHostPort(taddr.IP.String(), fmt.Sprint(taddr.Port)))
-	if err != nil {
-		pc.Close()
 		return err
 	}
 	udp := &dns.Server{PacketConn: pc, Handler: h}
