@@ -16,8 +16,10 @@ import (
 // update and remove, and a PE whose process hangs expiring.
 func TestTwoReplicas(t *testing.T) {
 	s := startNATS(t)
-	nstest.StartNameServer(t, s, server.Config{ID: "ns-1"})
-	nstest.StartNameServer(t, s, server.Config{ID: "ns-2"})
+	replicas := []*server.NameServer{
+		nstest.StartNameServer(t, s, server.Config{ID: "ns-1"}),
+		nstest.StartNameServer(t, s, server.Config{ID: "ns-2"}),
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	pu := newClient(t, connect(t, s))
@@ -37,6 +39,19 @@ func TestTwoReplicas(t *testing.T) {
 		regs[id] = r
 		if c := nextChange(t, changes); c.Op != events.OpAdd || c.PEID != id {
 			t.Fatalf("change %+v, want add of %s", c, id)
+		}
+	}
+
+	// The replica that accepted c answered once its own view showed c; the
+	// other one follows within milliseconds.
+	for _, ns := range replicas {
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			if sum, _, ok := ns.Pool("default", "rr"); ok && sum.Size == 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %s does not show the 3 PEs within 5 s", ns.ID())
+			}
 		}
 	}
 
