@@ -23,6 +23,8 @@
 #   RSP_CLUSTER_ROUTE_PORTS    the nodes' cluster ports (default "6222 6223 6224")
 #   RSP_CLUSTER_HTTP_PORTS     the nodes' monitoring ports (default "8222 8223 8224")
 #   RSP_CLUSTER_NAMESERVERS    name-server replicas to start (default 2)
+#   RSP_CLUSTER_METRICS_PORTS  the name servers' --metrics ports: pool page, /metrics,
+#                              /readyz (default "9090 9091 ..."; one per name server)
 #   RSP_CLUSTER_REPLICAS       JetStream replicas of rsp's stream and buckets (default 3)
 #   RSP_CLUSTER_SCOPE          the scope served (default default)
 #   RSP_CLUSTER_TIMEOUT        seconds to wait for each thing to come up or stop (default 30)
@@ -37,6 +39,11 @@ read -r -a CLIENT_PORTS <<<"${RSP_CLUSTER_CLIENT_PORTS:-4222 4223 4224}"
 read -r -a ROUTE_PORTS <<<"${RSP_CLUSTER_ROUTE_PORTS:-6222 6223 6224}"
 read -r -a HTTP_PORTS <<<"${RSP_CLUSTER_HTTP_PORTS:-8222 8223 8224}"
 NAMESERVERS=${RSP_CLUSTER_NAMESERVERS:-2}
+default_metrics_ports() {
+  local i
+  for ((i = 0; i < NAMESERVERS; i++)); do printf '%d ' $((9090 + i)); done
+}
+read -r -a METRICS_PORTS <<<"${RSP_CLUSTER_METRICS_PORTS:-$(default_metrics_ports)}"
 REPLICAS=${RSP_CLUSTER_REPLICAS:-3}
 SCOPE=${RSP_CLUSTER_SCOPE:-default}
 TIMEOUT=${RSP_CLUSTER_TIMEOUT:-30}
@@ -60,8 +67,11 @@ check_settings() {
   if [ "${#CLIENT_PORTS[@]}" -ne 3 ] || [ "${#ROUTE_PORTS[@]}" -ne 3 ] || [ "${#HTTP_PORTS[@]}" -ne 3 ]; then
     die "RSP_CLUSTER_CLIENT_PORTS, RSP_CLUSTER_ROUTE_PORTS and RSP_CLUSTER_HTTP_PORTS take three ports each"
   fi
+  if [ "${#METRICS_PORTS[@]}" -lt "$NAMESERVERS" ]; then
+    die "RSP_CLUSTER_METRICS_PORTS takes a port for each of the $NAMESERVERS name servers"
+  fi
   local n
-  for n in "$NAMESERVERS" "$REPLICAS" "$TIMEOUT" "${CLIENT_PORTS[@]}" "${ROUTE_PORTS[@]}" "${HTTP_PORTS[@]}"; do
+  for n in "$NAMESERVERS" "$REPLICAS" "$TIMEOUT" "${CLIENT_PORTS[@]}" "${ROUTE_PORTS[@]}" "${HTTP_PORTS[@]}" "${METRICS_PORTS[@]}"; do
     [[ $n =~ ^[0-9]+$ ]] || die "$n is not a whole number"
   done
 }
@@ -148,6 +158,9 @@ elapsed() {
   local ms=$(((now - then) / 1000))
   printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100))
 }
+
+# metrics_port NAME is name server NAME's --metrics port.
+metrics_port() { printf '%s' "${METRICS_PORTS[$((${1#ns} - 1))]}"; }
 
 nameserver_names() {
   local i
@@ -291,8 +304,8 @@ up() {
     die "part of the cluster runs already ($running processes); run '$0 down' first"
   fi
   local p
-  for p in "${CLIENT_PORTS[@]}" "${ROUTE_PORTS[@]}" "${HTTP_PORTS[@]}"; do
-    port_free "$p" || die "$HOST:$p is in use (set RSP_CLUSTER_CLIENT_PORTS, _ROUTE_PORTS, _HTTP_PORTS)"
+  for p in "${CLIENT_PORTS[@]}" "${ROUTE_PORTS[@]}" "${HTTP_PORTS[@]}" "${METRICS_PORTS[@]:0:NAMESERVERS}"; do
+    port_free "$p" || die "$HOST:$p is in use (set RSP_CLUSTER_CLIENT_PORTS, _ROUTE_PORTS, _HTTP_PORTS, _METRICS_PORTS)"
   done
   local t0=$SECONDS
   install_nats_server
@@ -321,11 +334,12 @@ up() {
   # others find them.
   # --account-jwt: the first name server puts the scope account's JWT into
   # the bucket rsp_auth, where every replica keeps it current.
-  local creds=$DIR/auth/creds/$SCOPE/nameserver.creds acct=$DIR/auth/accounts/$SCOPE/account.jwt deadline
+  local creds=$DIR/auth/creds/$SCOPE/nameserver.creds acct=$DIR/auth/accounts/$SCOPE/account.jwt deadline metrics
   for name in $(nameserver_names); do
-    say "starting name server $name: nameserver --nats $urls --creds $creds --account-jwt $acct --operator-key $op_key --scope $SCOPE --replicas $REPLICAS --id $name"
+    metrics=$HOST:$(metrics_port "$name")
+    say "starting name server $name: nameserver --nats $urls --creds $creds --account-jwt $acct --operator-key $op_key --scope $SCOPE --replicas $REPLICAS --id $name --metrics $metrics"
     start "$name" "$BIN/nameserver" --nats "$urls" --creds "$creds" --account-jwt "$acct" --operator-key "$op_key" \
-      --scope "$SCOPE" --replicas "$REPLICAS" --id "$name"
+      --scope "$SCOPE" --replicas "$REPLICAS" --id "$name" --metrics "$metrics"
     deadline=$((SECONDS + TIMEOUT))
     until grep -q "^rsp name server" "$DIR/logs/$name.log" 2>/dev/null; do
       pid_of "$name" >/dev/null || fail "name server $name exited"
@@ -339,6 +353,7 @@ up() {
 
 The cluster runs: nats-server n1 n2 n3 on $HOST:${CLIENT_PORTS[0]},${CLIENT_PORTS[1]},${CLIENT_PORTS[2]} (JetStream, operator mode),
 name servers $(nameserver_names | paste -sd ' ' -) (stream and buckets with $REPLICAS replicas). Logs: $DIR/logs/
+Pool pages (and /metrics, /readyz): $(for n in $(nameserver_names); do printf 'http://%s:%s/ ' "$HOST" "$(metrics_port "$n")"; done)
 
 Use it (the rsp CLI takes its role's creds from $DIR/auth/creds/$SCOPE/):
   RSP=$BIN/rsp
@@ -385,20 +400,35 @@ down() {
   fi
 }
 
+# probe LABEL PORT PATH prints ", LABEL <body>" for a 200, else
+# ", LABEL NOT OK <body>".
+probe() {
+  local body
+  if body=$(http_get "$2" "$3"); then
+    printf ', %s %s' "$1" "$body"
+  else
+    printf ', %s NOT OK %s' "$1" "$body"
+  fi
+}
+
 status() {
-  local name pid i health
+  local name pid i
   for name in $(all_names); do
     if pid=$(pid_of "$name"); then
       printf '  %-4s running (pid %s)' "$name" "$pid"
       for i in 0 1 2; do
         if [ "${NODES[$i]}" = "$name" ]; then
-          if health=$(http_get "${HTTP_PORTS[$i]}" /healthz); then
-            printf ', client %s:%s, healthz %s' "$HOST" "${CLIENT_PORTS[$i]}" "$health"
-          else
-            printf ', client %s:%s, healthz NOT OK %s' "$HOST" "${CLIENT_PORTS[$i]}" "$health"
-          fi
+          printf ', client %s:%s' "$HOST" "${CLIENT_PORTS[$i]}"
+          probe healthz "${HTTP_PORTS[$i]}" /healthz
         fi
       done
+      case $name in ns*)
+        if [ -n "$(metrics_port "$name")" ]; then
+          printf ', page http://%s:%s/' "$HOST" "$(metrics_port "$name")"
+          probe readyz "$(metrics_port "$name")" /readyz
+        fi
+        ;;
+      esac
       printf '\n'
     else
       printf '  %-4s not running\n' "$name"

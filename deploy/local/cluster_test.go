@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,7 +42,7 @@ func TestClusterScript(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(os.TempDir(), "rsp-cluster-test-bin")
-	ports := freePorts(t, 9)
+	ports := freePorts(t, 11)
 	join := func(ps []int) string {
 		s := make([]string, len(ps))
 		for i, p := range ps {
@@ -54,6 +56,7 @@ func TestClusterScript(t *testing.T) {
 		"RSP_CLUSTER_CLIENT_PORTS="+join(ports[0:3]),
 		"RSP_CLUSTER_ROUTE_PORTS="+join(ports[3:6]),
 		"RSP_CLUSTER_HTTP_PORTS="+join(ports[6:9]),
+		"RSP_CLUSTER_METRICS_PORTS="+join(ports[9:11]),
 		"RSP_CLUSTER_TIMEOUT=60",
 	)
 	run := func(timeout time.Duration, args ...string) string {
@@ -163,6 +166,22 @@ func TestClusterScript(t *testing.T) {
 	status := run(time.Minute, "status")
 	if !strings.Contains(status, "n1   not running") || strings.Count(status, "running (pid") != 4 {
 		t.Errorf("status after kill -9 of n1: want n1 down and n2, n3, ns1, ns2 running")
+	}
+	if strings.Count(status, "readyz ready") != 2 {
+		t.Errorf("status: want both name servers ready on their --metrics port")
+	}
+	// Each name server's page sees both replicas up (their beats cross the
+	// cluster).
+	for _, port := range ports[9:11] {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := `rsp_nameserver_replicas{scope="default",state="up"} 2`; !strings.Contains(string(body), want) {
+			t.Errorf("metrics of the name server on port %d lack %s", port, want)
+		}
 	}
 	run(2*time.Minute, "down")
 	for _, name := range []string{"n2", "n3", "ns1", "ns2"} {
