@@ -151,6 +151,9 @@ func (m *Monitor) snapshot() snapshotMsg {
 // changed sends a change that n saw on its change subjects to every page,
 // with the PE's full record (for its age and lifetime).
 func (m *Monitor) changed(n *server.NameServer, ch events.Change) {
+	if m.clientCount() == 0 {
+		return // nobody watches: no record lookup, no encoding
+	}
 	msg := changeMsg{Time: time.Now().UTC(), Change: ch}
 	if ch.Element != nil {
 		msg.Policy = ch.Element.Policy.Name
