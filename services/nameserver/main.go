@@ -233,8 +233,8 @@ func (m *monitorRun) metricsOrNil() *server.Metrics {
 	return m.metrics
 }
 
-// startMonitor serves metrics, health and the pool page on addr until ctx
-// ends or stop is called.
+// startMonitor serves metrics, health and the pool page on addr until
+// stop is called.
 func startMonitor(ctx context.Context, addr string, log *slog.Logger) (*monitorRun, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -254,7 +254,9 @@ func startMonitor(ctx context.Context, addr string, log *slog.Logger) (*monitorR
 	srv := &http.Server{Handler: mon.Handler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
 	url := "http://" + ln.Addr().String() + "/"
 	log.Info("monitor listening", "page", url, "metrics", url+"metrics")
-	sctx, cancel := context.WithCancel(ctx)
+	// Served until stop, after the replicas have stopped: while they drain,
+	// /readyz says so and /metrics still answers.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
