@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,8 +27,9 @@ import (
 // register` processes, kills, stops and suspends them, and asserts the page
 // shows each change within a second of its change message on NATS: a new
 // PE's row, the pool's size, a removed PE highlighted with its reason
-// (disconnected, deregistered, expired), then gone. With RSP_SCREENSHOT=FILE
-// it saves a screenshot of the page (task screenshot: docs/pool-page.png).
+// (disconnected, deregistered, expired, failed), then gone. With
+// RSP_SCREENSHOT=FILE it saves a screenshot of the page (task screenshot:
+// docs/pool-page.png).
 func TestPoolPage(t *testing.T) {
 	browser := chromium(t)
 	data := t.TempDir()
@@ -66,7 +68,7 @@ func TestPoolPage(t *testing.T) {
 		page.wait(t, at.Add(time.Second), fmt.Sprintf(`document.querySelector('tr[data-pe="default/%s/%s"][data-state="live"]') !== null`, pool, id))
 		t.Logf("add %s on the page %v after its change message", id, time.Since(at).Round(time.Millisecond))
 	}
-	register("echo", "echo-1", "--addr", "tcp:127.0.0.1:7001", "--meta", "zone=a")
+	register("echo", "echo-1", "--addr", "tcp:"+closedAddr(t), "--meta", "zone=a")
 	register("echo", "echo-2", "--addr", "tcp:127.0.0.1:7002", "--meta", "zone=b")
 	register("echo", "echo-3", "--addr", "tcp:127.0.0.1:7003", "--meta", "zone=a")
 	register("jobs", "jobs-1", "--addr", "nats:svc.jobs.1", "--policy", "least_used", "--load", "0.2")
@@ -122,6 +124,17 @@ func TestPoolPage(t *testing.T) {
 	_ = pes["jobs-3"].Process.Signal(syscall.SIGSTOP)
 	removed("jobs", "jobs-3", events.ReasonExpired)
 	page.wait(t, time.Now().Add(time.Second), `[...document.querySelectorAll('[data-change]')].some(e => e.textContent.includes("jobs-3") && e.textContent.includes("expired"))`)
+	// A PU reports echo-1, whose port nothing listens on: the name server
+	// checks it itself and takes it out at once. (Its rsp register is
+	// suspended first, or its next renewal would bring it back.)
+	_ = pes["echo-1"].Process.Signal(syscall.SIGSTOP)
+	report := exec.Command(rspBin, "--nats", ns.natsURL, "--data", data, "report", "echo", "echo-1", "--reason", "connect refused")
+	report.Env = append(os.Environ(), "HOME="+filepath.Join(data, "home-pu"))
+	if out, err := report.CombinedOutput(); err != nil {
+		t.Fatalf("rsp report: %v\n%s", err, out)
+	}
+	removed("echo", "echo-1", events.ReasonFailed)
+	page.wait(t, time.Now().Add(time.Second), `document.querySelector('[data-pool="default/echo"]').dataset.size === "0"`)
 
 	if path := screenshot; path != "" {
 		png, err := chromedp.Run(page.ctx, chromedp.FullScreenshot(100))
@@ -134,13 +147,14 @@ func TestPoolPage(t *testing.T) {
 		t.Logf("screenshot: %s", path)
 	}
 
-	// Removed rows go after their 10 s.
+	// Removed rows go after their 10 s, and so does the empty pool.
 	page.wait(t, time.Now().Add(12*time.Second), `document.querySelector('tr[data-pe="default/echo/echo-2"]') === null`)
-	page.wait(t, time.Now().Add(time.Second), `document.querySelector('tr[data-pe="default/echo/echo-1"][data-state="live"]') !== null`)
+	page.wait(t, time.Now().Add(12*time.Second), `document.querySelector('[data-pool="default/echo"]') === null`)
+	page.wait(t, time.Now().Add(time.Second), `document.querySelector('tr[data-pe="default/api/api-1"][data-state="live"]') !== null`)
 	page.noErrors(t)
 
 	// The same listener serves health and metrics.
-	for path, want := range map[string]string{"healthz": "ok", "readyz": "ready", "metrics": `rsp_pool_elements{policy="round_robin",pool="echo"`} {
+	for path, want := range map[string]string{"healthz": "ok", "readyz": "ready", "metrics": `rsp_pool_elements{policy="weighted_round_robin",pool="api"`} {
 		resp, err := http.Get(ns.pageURL + path)
 		if err != nil {
 			t.Fatal(err)
@@ -285,6 +299,19 @@ func (cl *changeLog) await(t *testing.T, id, op string) time.Time {
 			t.Fatalf("no %s change for %s within 15s", op, id)
 		}
 	}
+}
+
+// closedAddr is a loopback address nothing listens on (a port that was
+// just free).
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
 }
 
 // startPE runs `rsp register` for a PE until the test ends.
