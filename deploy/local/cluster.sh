@@ -110,11 +110,12 @@ start() {
   nohup "$@" >>"$DIR/logs/$name.log" 2>&1 </dev/null &
   local pid=$! i
   printf '%s\n' "$pid" >"$(pidfile "$name")"
-  # Until it has exec'd, the child is a copy of this shell; pid_of
-  # recognises it by its command line afterwards.
+  # Until it has exec'd CMD (the shell's copy execs nohup, which execs
+  # CMD), its command line changes; pid_of recognises it by that line
+  # afterwards, and could miss it in between.
   for ((i = 0; i < 50; i++)); do
     [ -r "/proc/$pid/cmdline" ] || break
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$BIN/" && break
+    [ "$(tr '\0' '\n' <"/proc/$pid/cmdline" | head -n 1)" = "$1" ] && break
     sleep 0.05
   done
 }
