@@ -78,9 +78,9 @@ func (g *registrar) handle(ctx context.Context, msg *nats.Msg, eventSeq uint64) 
 	if err == nil {
 		switch kind {
 		case events.KindRegister:
-			change, err = g.register(ctx, msg, poolName, eventSeq)
+			change, err = g.register(ctx, msg, poolName, markOf(msg, eventSeq))
 		case events.KindDeregister:
-			change, err = g.deregister(ctx, msg, poolName, eventSeq)
+			change, err = g.deregister(ctx, msg, poolName, markOf(msg, eventSeq))
 		case events.KindFailure:
 			return g.failure(ctx, msg, poolName)
 		default:
@@ -186,7 +186,7 @@ func (g *registrar) current(ctx context.Context, key string) (*events.Record, ui
 	return &rec, e.Revision(), nil
 }
 
-func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string, eventSeq uint64) (*events.Change, error) {
+func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string, mark eventMark) (*events.Change, error) {
 	var reg events.Registration
 	signer, err := g.verify(ctx, msg, &reg)
 	if err != nil {
@@ -215,10 +215,10 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 			// revision of the key's delete marker), with the event's mark:
 			// a retry cannot write twice.
 			val := events.Marshal(rec)
-			newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, val, 0, reg.Lifetime(), false, eventHeader(eventSeq))
+			newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, val, 0, reg.Lifetime(), false, mark.header())
 			if isCASConflict(err) {
 				if drev := g.deletedRev(ctx, key); drev != 0 {
-					newRev, err = writeKV(ctx, g.js, g.kv.Bucket(), key, val, drev, reg.Lifetime(), false, eventHeader(eventSeq))
+					newRev, err = writeKV(ctx, g.js, g.kv.Bucket(), key, val, drev, reg.Lifetime(), false, mark.header())
 				}
 			}
 			if err != nil {
@@ -230,11 +230,12 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 			return nil, reject(events.CodeForbidden, "pe_id %s in pool %s belongs to another signer", reg.PEID, poolName)
 		}
 		switch {
-		case reg.Seq == old.LastSeq && g.wroteRev(ctx, rev, eventSeq):
+		case reg.Seq == old.LastSeq && g.wroteRev(ctx, rev, mark):
 			// This very event, applied by an earlier delivery whose ack
-			// was lost (a replica died, a consumer leader changed); its
-			// change may have been lost too, so announce the state again
-			// (watchers drop a change whose revision they have seen).
+			// was lost (a replica died, a consumer leader changed), or
+			// the same publish stored twice; its change may have been
+			// lost too, so announce the state again (watchers drop a
+			// change whose revision they have seen).
 			op, reason := events.OpUpdate, events.ReasonUpdated
 			if old.RegisteredAt.Equal(old.UpdatedAt) {
 				op, reason = events.OpAdd, events.ReasonRegistered
@@ -244,7 +245,7 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 			return nil, reject(events.CodeStale, "seq %d is not above the last applied seq %d of pe_id %s", reg.Seq, old.LastSeq, reg.PEID)
 		}
 		rec.RegisteredAt = old.RegisteredAt
-		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, events.Marshal(rec), rev, reg.Lifetime(), false, eventHeader(eventSeq))
+		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, events.Marshal(rec), rev, reg.Lifetime(), false, mark.header())
 		if err != nil {
 			return nil, err
 		}
@@ -255,7 +256,7 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 	})
 }
 
-func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName string, eventSeq uint64) (*events.Change, error) {
+func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName string, mark eventMark) (*events.Change, error) {
 	var dereg events.Deregistration
 	signer, err := g.verify(ctx, msg, &dereg)
 	if err != nil {
@@ -269,7 +270,7 @@ func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName stri
 		}
 		switch {
 		case old == nil:
-			if ch := g.deregisteredBy(ctx, key, poolName, dereg.PEID, eventSeq); ch != nil {
+			if ch := g.deregisteredBy(ctx, key, poolName, dereg.PEID, mark); ch != nil {
 				// This very event, applied by an earlier delivery whose ack
 				// was lost: accept and announce again, as for registrations.
 				return ch, nil
@@ -280,7 +281,7 @@ func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName stri
 		case dereg.Seq <= old.LastSeq:
 			return nil, reject(events.CodeStale, "seq %d is not above the last applied seq %d of pe_id %s", dereg.Seq, old.LastSeq, dereg.PEID)
 		}
-		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, nil, rev, tombstoneTTL, true, eventHeader(eventSeq))
+		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, nil, rev, tombstoneTTL, true, mark.header())
 		if err != nil {
 			return nil, err
 		}
@@ -290,18 +291,50 @@ func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName stri
 
 // HeaderEventSeq, on every revision of a key that an event wrote (a PE
 // record, a deregistration's purge marker), is the event's sequence in the
-// stream RSP_EVENTS. An event delivered again (its ack was lost: a replica
-// died, a consumer leader changed; JetStream may then count it as a first
-// delivery) finds its own mark and is accepted again without a second
-// write; a replay of the same signed event is a new stream message and is
-// refused as stale.
-const HeaderEventSeq = "Rsp-Event-Seq"
+// stream RSP_EVENTS, and HeaderEventID its Nats-Msg-Id. An event delivered
+// again (its ack was lost: a replica died, a consumer leader changed;
+// JetStream may then count it as a first delivery) finds its own sequence;
+// the same publish stored twice (sent again by its publisher after a
+// stream leader change, when the stream's duplicate detection missed it)
+// finds its own message id. Either is accepted again without a second
+// write. A replay of a signed event under another message id is refused as
+// stale; one under the same id changes nothing either way.
+const (
+	HeaderEventSeq = "Rsp-Event-Seq"
+	HeaderEventID  = "Rsp-Event-Id"
+)
 
-func eventHeader(eventSeq uint64) nats.Header {
-	if eventSeq == 0 {
-		return nil
+// eventMark tells the revisions an event wrote: its stream sequence and
+// its Nats-Msg-Id.
+type eventMark struct {
+	seq uint64
+	id  string
+}
+
+func markOf(msg *nats.Msg, eventSeq uint64) eventMark {
+	m := eventMark{seq: eventSeq}
+	if msg.Header != nil {
+		m.id = msg.Header.Get(nats.MsgIdHdr)
 	}
-	return nats.Header{HeaderEventSeq: []string{strconv.FormatUint(eventSeq, 10)}}
+	return m
+}
+
+// header is what the event's writes carry.
+func (m eventMark) header() nats.Header {
+	h := nats.Header{}
+	if m.seq != 0 {
+		h.Set(HeaderEventSeq, strconv.FormatUint(m.seq, 10))
+	}
+	if m.id != "" {
+		h.Set(HeaderEventID, m.id)
+	}
+	return h
+}
+
+// wrote tells whether a message with header h was written by this event.
+func (m eventMark) wrote(h nats.Header) bool {
+	return (m.seq != 0 && h.Get(HeaderEventSeq) == strconv.FormatUint(m.seq, 10)) ||
+		(m.id != "" && h.Get(HeaderEventID) == m.id)
 }
 
 // kvStream is the stream of the bucket, looked up once.
@@ -320,9 +353,9 @@ func (g *registrar) kvStream(ctx context.Context) (jetstream.Stream, error) {
 }
 
 // wroteRev tells whether revision rev of the bucket was written by the
-// event at eventSeq.
-func (g *registrar) wroteRev(ctx context.Context, rev, eventSeq uint64) bool {
-	if eventSeq == 0 {
+// event of mark.
+func (g *registrar) wroteRev(ctx context.Context, rev uint64, mark eventMark) bool {
+	if mark == (eventMark{}) {
 		return false
 	}
 	st, err := g.kvStream(ctx)
@@ -330,7 +363,7 @@ func (g *registrar) wroteRev(ctx context.Context, rev, eventSeq uint64) bool {
 		return false
 	}
 	m, err := st.GetMsg(ctx, rev)
-	return err == nil && m.Header.Get(HeaderEventSeq) == strconv.FormatUint(eventSeq, 10)
+	return err == nil && mark.wrote(m.Header)
 }
 
 // deletedRev is the revision of key's last message when that is a delete
@@ -353,15 +386,14 @@ func (g *registrar) deletedRev(ctx context.Context, key string) uint64 {
 }
 
 // deregisteredBy returns the remove change of key if its last message is
-// the purge marker that the deregistration at eventSeq wrote; nil
-// otherwise.
-func (g *registrar) deregisteredBy(ctx context.Context, key, poolName, peID string, eventSeq uint64) *events.Change {
+// the purge marker that the deregistration of mark wrote; nil otherwise.
+func (g *registrar) deregisteredBy(ctx context.Context, key, poolName, peID string, mark eventMark) *events.Change {
 	st, err := g.kvStream(ctx)
-	if err != nil || eventSeq == 0 {
+	if err != nil || mark == (eventMark{}) {
 		return nil
 	}
 	m, err := st.GetLastMsgForSubject(ctx, "$KV."+g.kv.Bucket()+"."+key)
-	if err != nil || m.Header.Get("KV-Operation") != "PURGE" || m.Header.Get(HeaderEventSeq) != strconv.FormatUint(eventSeq, 10) {
+	if err != nil || m.Header.Get("KV-Operation") != "PURGE" || !mark.wrote(m.Header) {
 		return nil
 	}
 	ch := &events.Change{Scope: g.scope, Pool: poolName, Revision: m.Sequence, Op: events.OpRemove, PEID: peID, Reason: events.ReasonDeregistered}
