@@ -55,7 +55,9 @@ func TestRegistrationSurvivesServerLoss(t *testing.T) {
 
 	peConn := c.Connect(t, c.URLs(0))
 	first := peConn.ConnectedServerName()
-	pe := newClient(t, peConn, WithLogger(testLogger()))
+	// The first event on a cluster just formed may wait for the
+	// consumer's leader: more than the default 5 s now and then.
+	pe := newClient(t, peConn, WithLogger(testLogger()), WithTimeout(15*time.Second))
 	const lifetime = 2 * time.Second
 	reg, err := pe.Register(ctx, "keep", PE{ID: "k", Transports: []events.Transport{{Proto: "tcp", Addr: "127.0.0.1:7001"}}, Lifetime: lifetime})
 	if err != nil {

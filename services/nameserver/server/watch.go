@@ -40,8 +40,10 @@ type watchSpec struct {
 }
 
 // keepWatching runs the watch until ctx ends. ready is closed after the
-// first start's initial values; the first start's error is returned
-// (later ones are retried).
+// first start's initial values. The first start is retried while it fails
+// for a transient reason (a bucket just created on a cluster may have no
+// leader yet; the caller's setup time bounds the wait); another error of
+// the first start is returned. Later starts are always retried.
 func keepWatching(ctx context.Context, spec watchSpec, ready chan<- struct{}) error {
 	restarts := 0
 	b := newBackoff(100*time.Millisecond, 5*time.Second)
@@ -51,7 +53,7 @@ func keepWatching(ctx context.Context, spec watchSpec, ready chan<- struct{}) er
 		if ctx.Err() != nil {
 			return nil
 		}
-		if !started && restarts == 0 {
+		if !started && restarts == 0 && !isTransientJS(err) {
 			return err // the very first start failed: Start reports it
 		}
 		restarts++
