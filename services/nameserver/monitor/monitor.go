@@ -95,7 +95,7 @@ func (m *Monitor) Attach(servers ...*server.NameServer) error {
 	return nil
 }
 
-// Close ends the streams and the change subscriptions.
+// Close ends the page streams and the change and beat subscriptions.
 func (m *Monitor) Close() {
 	m.doneOnce.Do(func() {
 		close(m.done)
