@@ -36,16 +36,16 @@ func newEnv(t *testing.T, o options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.natsURL = s.ClientURL()
+	o.NATS = s.ClientURL()
 	o.scopes = []string{events.DefaultScope}
 	o.listen = "127.0.0.1:0"
-	o.data = t.TempDir()
+	o.Data = t.TempDir()
 	o.max = max(o.max, 3)
 	if o.ttl == 0 {
 		o.ttl = time.Second
 	}
 	o.caches, o.emptyTTL, o.timeout = 100, time.Minute, 5*time.Second
-	o.logLevel, o.logFormat = "error", "text"
+	o.LogLevel, o.LogFormat = "error", "text"
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make(chan string, 1)
 	done := make(chan error, 1)

@@ -12,10 +12,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
-	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/daemon"
@@ -23,20 +21,15 @@ import (
 )
 
 type options struct {
-	natsURL   string
-	scopes    []string
-	listen    string
-	creds     string
-	data      string
-	ttl       time.Duration
-	max       int
-	caches    int
-	emptyTTL  time.Duration
-	timeout   time.Duration
-	logLevel  string
-	logFormat string
+	scopes   []string
+	listen   string
+	ttl      time.Duration
+	max      int
+	caches   int
+	emptyTTL time.Duration
+	timeout  time.Duration
 
-	tlsCA, tlsCert, tlsKey string
+	daemon.Client
 }
 
 func main() { daemon.Main("rsp-dns", command()) }
@@ -75,28 +68,21 @@ the flag name in upper case with "-" as "_" (RSP_NATS, RSP_LISTEN, RSP_TTL).`,
 		RunE:          daemon.RunE(func(ctx context.Context) error { return run(ctx, o, nil) }),
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.natsURL, "nats", nats.DefaultURL, "NATS server `URL`s, comma-separated")
 	f.StringArrayVar(&o.scopes, "scope", []string{events.DefaultScope}, "rsp scope `NAME` to serve (repeatable)")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8053", "UDP and TCP `ADDR` to answer on")
-	f.StringVar(&o.creds, "creds", "", "NATS credentials `FILE` of a pu user (used for every scope)")
-	f.StringVar(&o.data, "data", ".rsp", "the name server's data `DIR`: pu credentials are looked up in DIR/auth/creds/<scope>/pu.creds")
+	o.AddFlags(f, auth.RolePU, "used for every scope")
 	f.DurationVar(&o.ttl, "ttl", time.Second, "TTL of the answers (whole seconds)")
 	f.IntVar(&o.max, "max", 3, "at most this many A/AAAA (or SRV) records per answer")
 	f.IntVar(&o.caches, "caches", 10000, "at most this many pool caches")
 	f.DurationVar(&o.emptyTTL, "empty-ttl", 30*time.Second, "drop the cache of a pool without members after this long without a query")
 	f.DurationVar(&o.timeout, "timeout", rspclient.DefaultTimeout, "bound for connecting and for filling a cache")
-	f.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA `FILE` that verifies the NATS servers")
-	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM client certificate `FILE`, for servers that verify clients")
-	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `FILE` of --tls-cert")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	return cmd
 }
 
 // run serves until ctx ends; ready, when set, gets the bound UDP and TCP
 // addresses once both listen.
 func run(ctx context.Context, o options, ready func(udp, tcp string)) error {
-	log, err := daemon.Logger(o.logLevel, o.logFormat)
+	log, err := o.Logger()
 	if err != nil {
 		return err
 	}
@@ -116,12 +102,8 @@ func run(ctx context.Context, o options, ready func(udp, tcp string)) error {
 		if _, dup := clients[scope]; dup {
 			continue
 		}
-		creds := auth.FindCreds(o.creds, o.data, scope, auth.RolePU)
-		cfg := natsconn.Config{URLs: o.natsURL, Name: "rsp-dns", Creds: creds, Timeout: o.timeout, Retry: o.timeout, Logger: log}
-		if cfg.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
-			return err
-		}
-		nc, err := natsconn.Dial(ctx, cfg)
+		creds := o.CredsFor(scope, auth.RolePU)
+		nc, err := o.Dial(ctx, "rsp-dns", creds, o.timeout, log)
 		if err != nil {
 			return fmt.Errorf("scope %s: %w", scope, err)
 		}

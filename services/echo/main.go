@@ -16,10 +16,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
-	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/daemon"
@@ -27,22 +25,17 @@ import (
 )
 
 type options struct {
-	natsURL      string
 	scope        string
 	pool         string
 	id           string
-	creds        string
-	data         string
 	keyFile      string
 	lifetime     time.Duration
 	drainTimeout time.Duration
 	idle         time.Duration
 	workers      int
 	timeout      time.Duration
-	logLevel     string
-	logFormat    string
 
-	tlsCA, tlsCert, tlsKey string
+	daemon.Client
 }
 
 func main() { daemon.Main("echo", command()) }
@@ -82,23 +75,16 @@ flag name in upper case with "-" as "_" (RSP_NATS, RSP_POOL, RSP_DRAIN_TIMEOUT).
 		RunE:          daemon.RunE(func(ctx context.Context) error { return run(ctx, o) }),
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.natsURL, "nats", nats.DefaultURL, "NATS server `URL`s, comma-separated")
 	f.StringVar(&o.scope, "scope", events.DefaultScope, "rsp scope `NAME`")
 	f.StringVar(&o.pool, "pool", "echo", "pool `HANDLE` to serve")
 	f.StringVar(&o.id, "id", "", "PE `ID` (default random)")
-	f.StringVar(&o.creds, "creds", "", "NATS credentials `FILE` of a pe user")
-	f.StringVar(&o.data, "data", ".rsp", "the name server's data `DIR`: pe credentials are looked up in DIR/auth/creds/<scope>/pe.creds")
+	o.AddFlags(f, auth.RolePE, "")
 	f.StringVar(&o.keyFile, "key", defaultKeyFile(), "user nkey seed `FILE` that signs events when there are no credentials, created on first use")
 	f.DurationVar(&o.lifetime, "lifetime", events.DefaultLifetime, "registration lifetime without renewal (whole seconds, rounded up)")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, serve the remaining sessions at most this long")
 	f.DurationVar(&o.idle, "idle", rspclient.DefaultIdle, "on SIGINT/SIGTERM, stop once no request came for this long")
 	f.IntVar(&o.workers, "workers", rspclient.DefaultWorkers, "requests handled at once")
 	f.DurationVar(&o.timeout, "timeout", rspclient.DefaultTimeout, "bound for connecting and for each wait (registration outcome, ...)")
-	f.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA `FILE` that verifies the NATS servers")
-	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM client certificate `FILE`, for servers that verify clients")
-	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `FILE` of --tls-cert")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	return cmd
 }
 
@@ -111,7 +97,7 @@ func defaultKeyFile() string {
 }
 
 func run(ctx context.Context, o options) error {
-	log, err := daemon.Logger(o.logLevel, o.logFormat)
+	log, err := o.Logger()
 	if err != nil {
 		return err
 	}
@@ -124,7 +110,7 @@ func run(ctx context.Context, o options) error {
 	if o.drainTimeout < 0 || o.idle <= 0 || o.workers < 1 || o.timeout <= 0 {
 		return errors.New("--drain-timeout must be ≥ 0, --idle and --timeout > 0, --workers ≥ 1")
 	}
-	creds := auth.FindCreds(o.creds, o.data, o.scope, auth.RolePE)
+	creds := o.CredsFor(o.scope, auth.RolePE)
 	copts := []rspclient.Option{rspclient.WithScope(o.scope), rspclient.WithTimeout(o.timeout), rspclient.WithLogger(log)}
 	switch {
 	case creds != "":
@@ -136,11 +122,7 @@ func run(ctx context.Context, o options) error {
 		}
 		copts = append(copts, rspclient.WithKey(kp))
 	}
-	cfg := natsconn.Config{URLs: o.natsURL, Name: "rsp-echo", Creds: creds, Timeout: o.timeout, Retry: o.timeout, Logger: log}
-	if cfg.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
-		return err
-	}
-	nc, err := natsconn.Dial(ctx, cfg)
+	nc, err := o.Dial(ctx, "rsp-echo", creds, o.timeout, log)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
-	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/daemon"
@@ -28,16 +27,11 @@ import (
 
 type options struct {
 	listen          string
-	natsURL         string
 	scopes          []string
-	creds           string
-	data            string
 	timeout         time.Duration
 	shutdownTimeout time.Duration
-	logLevel        string
-	logFormat       string
 
-	tlsCA, tlsCert, tlsKey string
+	daemon.Client
 }
 
 func main() { daemon.Main("gateway", command()) }
@@ -57,6 +51,7 @@ JSON. Errors are the protocol's {"error":{"code":...,"message":...}} with
 status bad_request 400, forbidden 403, not_found 404, conflict/stale 409,
 unavailable 503 (no name server answered). Scopes not given by --scope are
 not_found. GET /healthz is 200 while every NATS connection is up.
+--log-level debug logs every request.
 
 Credentials, per scope: --creds FILE (one scope only), else
 DIR/auth/creds/<scope>/pu.creds under --data when that file exists, else none
@@ -72,31 +67,24 @@ environment variable: RSP_ and the flag name in upper case with "-" as "_"
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "HTTP listen `ADDR`")
-	f.StringVar(&o.natsURL, "nats", nats.DefaultURL, "NATS server `URL`s, comma-separated")
 	f.StringSliceVar(&o.scopes, "scope", []string{events.DefaultScope}, "rsp scope `NAME` to serve (repeatable or comma-separated)")
-	f.StringVar(&o.creds, "creds", "", "NATS credentials `FILE` of a pu user (only with a single --scope)")
-	f.StringVar(&o.data, "data", ".rsp", "the name server's data `DIR`: pu credentials are looked up in DIR/auth/creds/<scope>/pu.creds")
+	o.AddFlags(f, auth.RolePU, "only with a single --scope")
 	f.DurationVar(&o.timeout, "timeout", rspclient.DefaultTimeout, "bound for connecting and for each resolution")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, finish requests in flight at most this long")
-	f.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA `FILE` that verifies the NATS servers")
-	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM client certificate `FILE`, for servers that verify clients")
-	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `FILE` of --tls-cert")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (debug logs every request)")
-	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	return cmd
 }
 
 // run serves until ctx ends, then shuts the HTTP server down within
 // --shutdown-timeout. ready, if not nil, gets the listen address.
 func run(ctx context.Context, o options, ready chan<- string) error {
-	log, err := daemon.Logger(o.logLevel, o.logFormat)
+	log, err := o.Logger()
 	if err != nil {
 		return err
 	}
 	if len(o.scopes) == 0 {
 		return errors.New("--scope: at least one scope")
 	}
-	if o.creds != "" && len(o.scopes) > 1 {
+	if o.Creds != "" && len(o.scopes) > 1 {
 		return errors.New("--creds names one user: use it with a single --scope, or --data for several")
 	}
 	if o.timeout <= 0 || o.shutdownTimeout <= 0 {
@@ -116,12 +104,8 @@ func run(ctx context.Context, o options, ready chan<- string) error {
 		if _, dup := g.scopes[scope]; dup {
 			continue
 		}
-		creds := auth.FindCreds(o.creds, o.data, scope, auth.RolePU)
-		cfg := natsconn.Config{URLs: o.natsURL, Name: "rsp-gateway", Creds: creds, Timeout: o.timeout, Retry: o.timeout, Logger: log}
-		if cfg.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
-			return err
-		}
-		nc, err := natsconn.Dial(ctx, cfg)
+		creds := o.CredsFor(scope, auth.RolePU)
+		nc, err := o.Dial(ctx, "rsp-gateway", creds, o.timeout, log)
 		if err != nil {
 			return fmt.Errorf("scope %s: %w", scope, err)
 		}

@@ -9,10 +9,8 @@ import (
 	"errors"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
-	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/daemon"
@@ -20,19 +18,14 @@ import (
 )
 
 type options struct {
-	natsURL        string
 	scope          string
 	pool           string
 	listen         string
-	creds          string
-	data           string
 	connectTimeout time.Duration
 	drainTimeout   time.Duration
 	timeout        time.Duration
-	logLevel       string
-	logFormat      string
 
-	tlsCA, tlsCert, tlsKey string
+	daemon.Client
 }
 
 func main() { daemon.Main("rsp-proxy", command()) }
@@ -69,25 +62,18 @@ upper case with "-" as "_" (RSP_NATS, RSP_POOL, RSP_LISTEN).`,
 		RunE:          daemon.RunE(func(ctx context.Context) error { return run(ctx, o) }),
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.natsURL, "nats", nats.DefaultURL, "NATS server `URL`s, comma-separated")
 	f.StringVar(&o.scope, "scope", events.DefaultScope, "rsp scope `NAME`")
 	f.StringVar(&o.pool, "pool", "", "pool `HANDLE` to proxy to (required)")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:9000", "TCP `ADDRESS` to accept connections on")
-	f.StringVar(&o.creds, "creds", "", "NATS credentials `FILE` of a pu (pool user)")
-	f.StringVar(&o.data, "data", ".rsp", "the name server's data `DIR`: pu credentials are looked up in DIR/auth/creds/<scope>/pu.creds")
+	o.AddFlags(f, auth.RolePU, "")
 	f.DurationVar(&o.connectTimeout, "connect-timeout", time.Second, "bound for each connect to a PE")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, let open connections finish at most this long")
 	f.DurationVar(&o.timeout, "timeout", rspclient.DefaultTimeout, "bound for connecting to NATS and for each wait (filling the cache, ...)")
-	f.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA `FILE` that verifies the NATS servers")
-	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM client certificate `FILE`, for servers that verify clients")
-	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `FILE` of --tls-cert")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	return cmd
 }
 
 func run(ctx context.Context, o options) error {
-	log, err := daemon.Logger(o.logLevel, o.logFormat)
+	log, err := o.Logger()
 	if err != nil {
 		return err
 	}
@@ -103,16 +89,12 @@ func run(ctx context.Context, o options) error {
 	if o.connectTimeout <= 0 || o.drainTimeout < 0 || o.timeout <= 0 {
 		return errors.New("--connect-timeout and --timeout must be > 0, --drain-timeout ≥ 0")
 	}
-	creds := auth.FindCreds(o.creds, o.data, o.scope, auth.RolePU)
+	creds := o.CredsFor(o.scope, auth.RolePU)
 	copts := []rspclient.Option{rspclient.WithScope(o.scope), rspclient.WithTimeout(o.timeout), rspclient.WithLogger(log)}
 	if creds != "" {
 		copts = append(copts, rspclient.WithCreds(creds))
 	}
-	cfg := natsconn.Config{URLs: o.natsURL, Name: "rsp-proxy", Creds: creds, Timeout: o.timeout, Retry: o.timeout, Logger: log}
-	if cfg.TLS, err = natsconn.TLSFiles(o.tlsCA, o.tlsCert, o.tlsKey); err != nil {
-		return err
-	}
-	nc, err := natsconn.Dial(ctx, cfg)
+	nc, err := o.Dial(ctx, "rsp-proxy", creds, o.timeout, log)
 	if err != nil {
 		return err
 	}
