@@ -1,4 +1,4 @@
-// Package events holds rsp's wire contract (../shared/design/protocol.md):
+// Package events holds rsp's wire contract (docs/protocol.md):
 // the names and their rules, the NATS subjects, the JSON bodies of every
 // message, the nkey signatures that events and answers carry, and the
 // checks of their NATS JWT chains (VerifyEventChain for events under JWT

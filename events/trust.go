@@ -38,7 +38,7 @@ const (
 )
 
 // VerifyEventChain checks an event under JWT authorization, in the order of
-// protocol.md ("Signed events"), and returns its signer:
+// docs/protocol.md ("Event authorization"), and returns its signer:
 //  1. Rsp-Jwt is present and is a user JWT whose own signature verifies;
 //  2. it was issued by acct's key or one of acct's signing keys (on behalf
 //     of acct: issuer_account, when set, is acct);

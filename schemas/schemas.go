@@ -1,5 +1,5 @@
 // Package schemas holds the JSON Schemas (draft 2020-12) of rsp's wire
-// messages (../shared/design/protocol.md) and validates bodies against them.
+// messages (docs/protocol.md) and validates bodies against them.
 //
 // The schema files are embedded; each message has one (registration.json,
 // outcome.json, ...), and common.json holds the shared definitions they

@@ -2,7 +2,7 @@
 // registers with the name servers and keeps its registration alive, the pool
 // user (PU) side resolves pool handles, watches pools and reports failed PEs.
 //
-// It speaks the wire protocol of ../../../shared/design/protocol.md through
+// It speaks the wire protocol of docs/protocol.md (repository root) through
 // the types of package events, over one *nats.Conn the caller owns.
 //
 // The shape follows nats.go's jetstream and micro packages (a small Client
