@@ -1,8 +1,10 @@
 package server
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
-	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -10,41 +12,183 @@ import (
 	"github.com/rserpool/rsp/events"
 )
 
-// expiry turns the store's MaxAge markers (a PE's TTL ran out) into remove
-// changes with reason "expired". It reads the bucket's stream through a
-// durable consumer that all replicas share, so each marker is announced
-// once, and markers written while no name server ran are announced when
-// one starts (as long as the marker itself has not expired).
+// Expiry. A PE whose lifetime ran out unrenewed leaves the name space with
+// reason "expired". The name servers decide that, not the bucket's per-key
+// TTL: a TTL runs on whatever happens to the path a renewal takes, so a
+// leader election of RSP_EVENTS or of the bucket (seconds: raft's election
+// timeout is 4-9 s after a crash), or all name servers being down, would
+// expire every PE while none of them could renew. So records carry no TTL,
+// and a lifetime only runs while renewals can be stored:
+//
+//   - Each replica probes, every probeInterval, what a renewal needs: the
+//     stream RSP_EVENTS, the scope's shared events consumer and the scope's
+//     bucket must answer and have a leader, its consumer must not lag far
+//     behind, and its own NATS connection must be up. Until a probe has
+//     passed, and whenever one fails, the replica holds: heldSince is set
+//     to now.
+//   - A PE's deadline is max(updated_at, heldSince) + lifetime. So after
+//     any outage (an election, a lost node, a name-server restart, the
+//     replica's own reconnect) every PE has a fresh lifetime, counted from
+//     its end, to renew in.
+//   - Every sweepInterval, while the last probe passed, the replica removes
+//     the PEs past their deadline: a purge with compare-and-set on the
+//     revision it read (so of two replicas, one removes and announces), the
+//     remove change with reason "expired", a log line. Resolution leaves
+//     out a PE past its deadline even before it is swept.
+//
+// PEs that died while no name server ran are removed (and announced) one
+// lifetime after the first replica is back and caught up with the events
+// stored meanwhile: their missing renewals cannot be told from renewals an
+// outage of the stream itself kept from being stored.
+const (
+	probeInterval = time.Second
+	probeTimeout  = time.Second
+	sweepInterval = 100 * time.Millisecond
+	// maxProbeLag is the most events the shared consumer may have left to
+	// deliver for a probe to pass: more is a backlog (after an outage)
+	// that may hold renewals not yet applied.
+	maxProbeLag = 1024
+	// probeFresh: a passed probe older than this no longer counts.
+	probeFresh = probeInterval + probeTimeout + 500*time.Millisecond
+)
+
+// expiry holds and sweeps the lifetimes of one scope at one replica.
 type expiry struct {
-	scope   string
-	bucket  string
-	nc      *nats.Conn
-	view    *view
-	log     *slog.Logger
-	metrics *Metrics
+	scope    string
+	js       jetstream.JetStream
+	nc       *nats.Conn
+	durable  string // the scope's shared events consumer
+	bucket   string // its name space
+	view     *view
+	reg      *registrar
+	log      *slog.Logger
+	metrics  *Metrics
+	passedAt time.Time // end of the last passed probe; zero while holding
+	heldWhy  string    // why the last probe failed ("" when it passed)
 }
 
-func (x *expiry) handle(m jetstream.Msg) error {
-	if m.Headers().Get(jetstream.MarkerReasonHeader) != "MaxAge" {
-		return nil // a put, a deregistration's purge: changes for those come from the registrar
+func (x *expiry) run(ctx context.Context) {
+	x.view.hold(time.Now())
+	x.metrics.held(x.scope)
+	x.heldWhy = "starting"
+	probe := time.NewTicker(probeInterval)
+	defer probe.Stop()
+	sweep := time.NewTicker(sweepInterval)
+	defer sweep.Stop()
+	x.check(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-probe.C:
+			x.check(ctx)
+		case <-sweep.C:
+			x.sweep(ctx)
+		}
 	}
-	key := strings.TrimPrefix(m.Subject(), "$KV."+x.bucket+".")
-	poolName, peID, ok := events.SplitKey(key)
-	if !ok {
-		return nil
+}
+
+// check probes the path of renewals and holds lifetimes when it is not
+// whole.
+func (x *expiry) check(ctx context.Context) {
+	err := x.probe(ctx)
+	if ctx.Err() != nil {
+		return
 	}
-	meta, err := m.Metadata()
+	now := time.Now()
 	if err != nil {
-		return err
+		x.view.hold(now)
+		if x.heldWhy == "" {
+			x.log.Warn("holding expiry: renewals cannot be stored now; every PE gets a fresh lifetime once they can", "reason", err)
+			x.metrics.held(x.scope)
+		}
+		x.heldWhy, x.passedAt = err.Error(), time.Time{}
+		return
 	}
-	ch := events.Change{Scope: x.scope, Pool: poolName, Revision: meta.Sequence.Stream, Op: events.OpRemove, PEID: peID, Reason: events.ReasonExpired}
-	if rec, ok := x.view.last(key); ok {
-		el := rec.Element()
-		ch.Element = &el
+	if x.passedAt.IsZero() {
+		x.log.Info("expiry running: lifetimes count from now for PEs not renewed since", "held_since", x.view.heldTime())
 	}
-	// As for registrations: announce once this replica's view no longer
-	// resolves the PE.
-	x.view.waitFor(meta.Sequence.Stream, viewWait)
-	x.log.Info("PE expired", "pool", poolName, "pe_id", peID, "revision", ch.Revision)
-	return publishChange(x.nc, x.metrics, &ch)
+	x.heldWhy, x.passedAt = "", now
+}
+
+// probe asks for what a renewal needs; nil when all of it answers.
+func (x *expiry) probe(ctx context.Context) error {
+	if !x.nc.IsConnected() {
+		return fmt.Errorf("not connected to NATS")
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	st, err := x.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", events.StreamName, err)
+	}
+	if err := led(st.CachedInfo().Cluster); err != nil {
+		return fmt.Errorf("stream %s: %w", events.StreamName, err)
+	}
+	c, err := st.Consumer(ctx, x.durable)
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", x.durable, err)
+	}
+	ci := c.CachedInfo()
+	if err := led(ci.Cluster); err != nil {
+		return fmt.Errorf("consumer %s: %w", x.durable, err)
+	}
+	if ci.NumPending > maxProbeLag {
+		return fmt.Errorf("consumer %s: %d events not yet delivered", x.durable, ci.NumPending)
+	}
+	kv, err := x.js.Stream(ctx, "KV_"+x.bucket)
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", x.bucket, err)
+	}
+	if err := led(kv.CachedInfo().Cluster); err != nil {
+		return fmt.Errorf("bucket %s: %w", x.bucket, err)
+	}
+	return nil
+}
+
+// led fails when a replicated stream or consumer has no leader (its
+// members answer info requests during an election).
+func led(c *jetstream.ClusterInfo) error {
+	if c != nil && c.Leader == "" && len(c.Replicas) > 0 {
+		return fmt.Errorf("no leader")
+	}
+	return nil
+}
+
+// sweep removes the PEs past their deadline, while lifetimes run.
+func (x *expiry) sweep(ctx context.Context) {
+	if x.passedAt.IsZero() || time.Since(x.passedAt) > probeFresh {
+		return
+	}
+	held := x.view.heldTime()
+	now := time.Now()
+	for _, key := range x.view.overdue(now) {
+		if ctx.Err() != nil {
+			return
+		}
+		rctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		_, err := x.reg.removeIf(rctx, key, events.ReasonExpired, func(rec *events.Record) bool {
+			return !deadline(rec, held).After(now)
+		}, "updated_at", lastUpdate(x.view, key), "held_since", held)
+		cancel()
+		if err != nil {
+			x.log.Warn("expired PE not removed yet", "key", key, "err", err)
+			return // the store is in trouble: the next probe will tell
+		}
+	}
+}
+
+// deadline is when rec's lifetime runs out, counted from its last update
+// or from the end of the last hold, whichever is later.
+func deadline(rec *events.Record, held time.Time) time.Time {
+	from := rec.UpdatedAt
+	if held.After(from) {
+		from = held
+	}
+	return from.Add(time.Duration(rec.LifetimeMS) * time.Millisecond)
+}
+
+func lastUpdate(v *view, key string) time.Time {
+	rec, _ := v.last(key)
+	return rec.UpdatedAt
 }

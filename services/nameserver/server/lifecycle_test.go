@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -90,8 +89,24 @@ func TestExpiry(t *testing.T) {
 		t.Fatalf("expired PE still resolves: %+v", a)
 	}
 
-	// With no name server running, the store still expires the PE, and the
-	// next name server to start announces it.
+	// The purge marker says why the PE left.
+	js, _ := jetstream.New(nc)
+	st, err := js.Stream(context.Background(), "KV_rsp_default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker, err := st.GetLastMsgForSubject(context.Background(), "$KV.rsp_default.short.brief")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := marker.Header.Get(server.HeaderReason); got != events.ReasonExpired {
+		t.Fatalf("purge marker %s = %q, want %q", server.HeaderReason, got, events.ReasonExpired)
+	}
+
+	// With no name server running nothing expires: the store keeps the
+	// record (it has no TTL). The next name server to start gives it a
+	// fresh lifetime, then removes it and announces it, since it was
+	// not renewed.
 	reg = registration("orphan", 2)
 	reg.LifetimeMS = 1000
 	if out := pe.register("short", reg); !out.Accepted {
@@ -99,26 +114,71 @@ func TestExpiry(t *testing.T) {
 	}
 	nextMsg(t, changes, 5*time.Second) // add
 	ns.Stop()
-	js, _ := jetstream.New(nc)
 	kv, err := js.KeyValue(context.Background(), "rsp_default")
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, err := kv.Get(context.Background(), "short.orphan")
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("key not expired without a name server: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	time.Sleep(2500 * time.Millisecond) // 2.5 lifetimes with no name server
+	if _, err := kv.Get(context.Background(), "short.orphan"); err != nil {
+		t.Fatalf("record gone while no name server ran: %v", err)
 	}
+	restarted := time.Now()
 	startNameServer(t, s, server.Config{})
 	c = decode[events.Change](t, nextMsg(t, changes, 5*time.Second).Data)
-	if c.Op != events.OpRemove || c.Reason != events.ReasonExpired || c.PEID != "orphan" {
+	if c.Op != events.OpRemove || c.Reason != events.ReasonExpired || c.PEID != "orphan" || c.Element == nil {
 		t.Fatalf("late expiry change %+v", c)
+	}
+	if took := time.Since(restarted); took < time.Second {
+		t.Fatalf("removed %s after the restart, before a fresh lifetime (1 s) ran out", took)
+	}
+	t.Logf("removed %s after the restart (lifetime 1 s)", time.Since(restarted))
+}
+
+// TestRenewalsOutliveNameServerOutage: renewals published while no name
+// server runs are stored in the stream; a PE that kept sending them is not
+// expired when a name server is back, though its record's lifetime ran
+// out long before.
+func TestRenewalsOutliveNameServerOutage(t *testing.T) {
+	s := startNATS(t)
+	ns := startNameServer(t, s, server.Config{})
+	nc := connect(t, s)
+	pe := newSigner(t, nc)
+	changes := mustSub(t, nc, "rsp.default.changes.kept")
+	reg := registration("alive", 1)
+	reg.LifetimeMS = 1000
+	if out := pe.register("kept", reg); !out.Accepted {
+		t.Fatal(out.Error)
+	}
+	nextMsg(t, changes, 5*time.Second) // add
+	ns.Stop()
+	// Renew every 300 ms for 3 s (three lifetimes) with no name server,
+	// then keep renewing while one starts.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for seq := uint64(2); ; seq++ {
+			r := registration("alive", seq)
+			r.LifetimeMS = 1000
+			pe.publish(events.Subject("default", events.KindRegister, "kept"), events.MsgID("alive", seq), events.Marshal(r))
+			select {
+			case <-stop:
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+		}
+	}()
+	time.Sleep(3 * time.Second)
+	startNameServer(t, s, server.Config{})
+	noChange(t, changes, 3*time.Second)
+	if a := resolve(t, nc, "kept", events.ResolveRequest{}); a.Error != nil || len(a.Elements) != 1 {
+		t.Fatalf("renewed PE not resolvable after the outage: %+v", a)
+	}
+	close(stop)
+	<-done
+	// Once it stops renewing it expires as usual.
+	if c := nextChange(t, changes, 5*time.Second); c.Op != events.OpRemove || c.Reason != events.ReasonExpired {
+		t.Fatalf("change %+v, want remove/expired", c)
 	}
 }
 

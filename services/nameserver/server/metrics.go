@@ -23,6 +23,7 @@ type Metrics struct {
 	changes        *prometheus.CounterVec
 	removals       *prometheus.CounterVec
 	reports        *prometheus.CounterVec
+	holds          *prometheus.CounterVec
 
 	mu      sync.Mutex
 	servers map[*NameServer]struct{}
@@ -41,6 +42,7 @@ const (
 	MetricFailureReports    = "rsp_failure_reports_total"
 	MetricConsumerPending   = "rsp_consumer_pending_messages"
 	MetricConsumerAckPend   = "rsp_consumer_ack_pending_messages"
+	MetricExpiryHolds       = "rsp_expiry_holds_total"
 )
 
 var (
@@ -73,13 +75,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "PEs taken out of the name space, by reason (deregistered, expired, failed, disconnected)."}, []string{"scope", "reason"}),
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricFailureReports,
 			Help: "Failure reports: counted, refused (signature, authorization, body) or about an unknown PE."}, []string{"scope", "result"}),
+		holds: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricExpiryHolds,
+			Help: "Times a replica began to hold expiry because renewals could not be stored (an election, a lost node, its own reconnect, its start)."}, []string{"scope"}),
 		servers: map[*NameServer]struct{}{},
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.eventsApplied, m.eventsRefused, m.resolveErrors, m.resolveSeconds,
-		m.changes, m.removals, m.reports, stateCollector{m}} {
+		m.changes, m.removals, m.reports, m.holds, stateCollector{m}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -106,6 +110,9 @@ func (m *Metrics) changed(ch *events.Change) {
 		m.removals.WithLabelValues(ch.Scope, ch.Reason).Inc()
 	}
 }
+
+// held counts a replica's hold of expiry in scope.
+func (m *Metrics) held(scope string) { m.holds.WithLabelValues(scope).Inc() }
 
 // event counts an event's result: applied, or refused with the outcome's
 // error.

@@ -215,10 +215,10 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 			// revision of the key's delete marker), with the event's mark:
 			// a retry cannot write twice.
 			val := events.Marshal(rec)
-			newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, val, 0, reg.Lifetime(), false, mark.header())
+			newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, val, 0, 0, false, mark.header())
 			if isCASConflict(err) {
 				if drev := g.deletedRev(ctx, key); drev != 0 {
-					newRev, err = writeKV(ctx, g.js, g.kv.Bucket(), key, val, drev, reg.Lifetime(), false, mark.header())
+					newRev, err = writeKV(ctx, g.js, g.kv.Bucket(), key, val, drev, 0, false, mark.header())
 				}
 			}
 			if err != nil {
@@ -245,7 +245,7 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 			return nil, reject(events.CodeStale, "seq %d is not above the last applied seq %d of pe_id %s", reg.Seq, old.LastSeq, reg.PEID)
 		}
 		rec.RegisteredAt = old.RegisteredAt
-		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, events.Marshal(rec), rev, reg.Lifetime(), false, mark.header())
+		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, events.Marshal(rec), rev, 0, false, mark.header())
 		if err != nil {
 			return nil, err
 		}
@@ -281,7 +281,9 @@ func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName stri
 		case dereg.Seq <= old.LastSeq:
 			return nil, reject(events.CodeStale, "seq %d is not above the last applied seq %d of pe_id %s", dereg.Seq, old.LastSeq, dereg.PEID)
 		}
-		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, nil, rev, tombstoneTTL, true, mark.header())
+		h := mark.header()
+		h.Set(HeaderReason, events.ReasonDeregistered)
+		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, nil, rev, tombstoneTTL, true, h)
 		if err != nil {
 			return nil, err
 		}
@@ -303,6 +305,11 @@ const (
 	HeaderEventSeq = "Rsp-Event-Seq"
 	HeaderEventID  = "Rsp-Event-Id"
 )
+
+// HeaderReason, on the purge marker of every removal, is its reason
+// (events.Reason*), so that a watcher that missed the change can still
+// tell why the PE left.
+const HeaderReason = "Rsp-Reason"
 
 // eventMark tells the revisions an event wrote: its stream sequence and
 // its Nats-Msg-Id.
@@ -408,18 +415,14 @@ func (g *registrar) deregisteredBy(ctx context.Context, key, poolName, peID stri
 // show the change, so that a PE told "accepted" is resolvable at once.
 const viewWait = time.Second
 
-// tombstoneTTL is how long a purge marker stays in the bucket.
+// tombstoneTTL is how long a purge marker stays in the bucket. PE records
+// themselves have no TTL: the name servers expire them (expiry.go).
 const tombstoneTTL = time.Minute
 
-// write stores a new revision of key (or a purge marker) over revision
-// rev, with a TTL. It is a raw publish because kv.Put and kv.Update cannot
-// carry a per-message TTL (see nats-facts.md).
-func (g *registrar) write(ctx context.Context, key string, val []byte, rev uint64, ttl time.Duration, purge bool) (uint64, error) {
-	return writeKV(ctx, g.js, g.kv.Bucket(), key, val, rev, ttl, purge, nil)
-}
-
 // writeKV stores a new revision of key in bucket (or a purge marker)
-// over revision rev, with a TTL and the extra headers hdr.
+// over revision rev, with the extra headers hdr and a TTL (none when 0).
+// It is a raw publish because kv.Put and kv.Update cannot carry a
+// per-message TTL (see nats-facts.md) nor headers.
 func writeKV(ctx context.Context, js jetstream.JetStream, bucket, key string, val []byte, rev uint64, ttl time.Duration, purge bool, hdr nats.Header) (uint64, error) {
 	m := nats.NewMsg("$KV." + bucket + "." + key)
 	m.Data = val
@@ -430,7 +433,11 @@ func writeKV(ctx context.Context, js jetstream.JetStream, bucket, key string, va
 		m.Header.Set("KV-Operation", "PURGE")
 		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	}
-	ack, err := js.PublishMsg(ctx, m, jetstream.WithMsgTTL(ttl), jetstream.WithExpectLastSequencePerSubject(rev))
+	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(rev)}
+	if ttl > 0 {
+		opts = append(opts, jetstream.WithMsgTTL(ttl))
+	}
+	ack, err := js.PublishMsg(ctx, m, opts...)
 	if err != nil {
 		return 0, err
 	}
@@ -491,7 +498,7 @@ func (g *registrar) removeIf(ctx context.Context, key, reason string, cond func(
 		if err != nil || old == nil || !cond(old) {
 			return nil, err
 		}
-		newRev, err := g.write(ctx, key, nil, rev, tombstoneTTL, true)
+		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, nil, rev, tombstoneTTL, true, nats.Header{HeaderReason: {reason}})
 		if err != nil {
 			return nil, err
 		}

@@ -216,7 +216,7 @@ type NameServer struct {
 // Names of the durable consumers shared by all replicas.
 const (
 	eventsConsumerPrefix = "rsp-nameservers-"
-	expiryConsumer       = "rsp-expiry"
+	legacyExpiryConsumer = "rsp-expiry"
 	eventsRetention      = 24 * time.Hour
 	duplicatesWindow     = 2 * time.Minute
 	markerTTL            = time.Minute
@@ -351,17 +351,12 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 			n.subs = append(n.subs, sub)
 		}
 
-		x := &expiry{scope: scope, bucket: kv.Bucket(), nc: nc, view: v, log: log, metrics: cfg.Metrics}
-		expiryCfg := jetstream.ConsumerConfig{
-			Durable: expiryConsumer, FilterSubject: "$KV." + kv.Bucket() + ".>",
-			DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy, AckWait: cfg.AckWait,
-		}
-		if err := n.consume(ctx, runCtx, nc, "KV_"+kv.Bucket()+"/"+expiryConsumer, log, func(ctx context.Context) (jetstream.Consumer, error) {
-			return retryJS(ctx, log, "expiry consumer", nil, func(ctx context.Context) (jetstream.Consumer, error) {
-				return js.CreateOrUpdateConsumer(ctx, "KV_"+kv.Bucket(), expiryCfg)
-			})
-		}, func(_ context.Context, m jetstream.Msg) error { return x.handle(m) }); err != nil {
-			return fmt.Errorf("scope %s: expiry consumer: %w", scope, err)
+		x := &expiry{scope: scope, js: js, nc: nc, durable: eventsCfg.Durable, bucket: kv.Bucket(), view: v, reg: reg, log: log, metrics: cfg.Metrics}
+		n.wg.Go(func() { x.run(runCtx) })
+		// Before names servers expired PEs themselves, the store's TTL
+		// did, and a consumer read its markers; it is of no use now.
+		if err := js.DeleteConsumer(ctx, "KV_"+kv.Bucket(), legacyExpiryConsumer); err == nil {
+			log.Info("deleted the consumer of an older version", "consumer", legacyExpiryConsumer)
 		}
 	}
 	if n.ident != nil && cfg.DisconnectGrace > 0 {

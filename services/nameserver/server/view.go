@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -23,6 +24,23 @@ type member struct {
 	rev  uint64
 	rec  events.Record
 	elem []byte // JSON of rec.Element(), encoded once per change
+	// expires is rec.UpdatedAt + lifetime in Unix nanoseconds: the
+	// deadline unless a hold moved it later (expiry.go).
+	expires int64
+}
+
+func newMember(rev uint64, rec *events.Record) *member {
+	return &member{rev: rev, rec: *rec, elem: events.Marshal(rec.Element()),
+		expires: rec.UpdatedAt.Add(time.Duration(rec.LifetimeMS) * time.Millisecond).UnixNano()}
+}
+
+// lifetime of m in nanoseconds.
+func (m *member) lifetime() int64 { return m.rec.LifetimeMS * int64(time.Millisecond) }
+
+// overdue tells whether m's lifetime ran out by now, a hold ending at held
+// counted (both Unix nanoseconds).
+func (m *member) overdue(now, held int64) bool {
+	return m.expires <= now && held+m.lifetime() <= now
 }
 
 // pool is an immutable snapshot of one pool; a change builds a new one, so
@@ -35,6 +53,9 @@ type pool struct {
 	rev     uint64        // revision of the change that made this snapshot
 	members []*member     // sorted by PE id
 	cands   []policy.Candidate
+	// earliest is the smallest expires of the members: until then no
+	// member can be overdue, and resolution checks none.
+	earliest int64
 }
 
 // poolStats counts what happens to a pool across its snapshots.
@@ -62,6 +83,9 @@ type view struct {
 	// resyncing holds the keys a restarted watch delivered so far; nil
 	// outside a re-sync.
 	resyncing map[string]struct{}
+	// held is when lifetimes were last held (Unix nanoseconds): no PE's
+	// lifetime counts from earlier (expiry.go).
+	held atomic.Int64
 }
 
 const maxGone = 4096
@@ -208,7 +232,7 @@ func (v *view) set(key string, rev uint64, rec *events.Record) {
 		}
 		keys[key] = struct{}{}
 	}
-	v.pools[poolName] = old.with(poolName, &member{rev: rev, rec: *rec, elem: events.Marshal(rec.Element())})
+	v.pools[poolName] = old.with(poolName, newMember(rev, rec))
 }
 
 // unindex drops key from the index of conn. The caller holds v.mu.
@@ -290,7 +314,7 @@ func (p *pool) with(name string, m *member) *pool {
 	} else {
 		np.members = slices.Insert(np.members, i, m)
 	}
-	np.cands = candidates(np.members)
+	np.cands, np.earliest = candidates(np.members)
 	return np
 }
 
@@ -309,16 +333,52 @@ func (p *pool) without(id string, rev uint64) *pool {
 	}
 	np := &pool{name: p.name, policy: p.policy, picker: p.picker, stats: p.stats, rev: max(rev, p.rev)}
 	np.members = slices.Delete(slices.Clone(p.members), i, i+1)
-	np.cands = candidates(np.members)
+	np.cands, np.earliest = candidates(np.members)
 	return np
 }
 
-func candidates(ms []*member) []policy.Candidate {
+// candidates returns the policy's view of ms and their earliest expires.
+func candidates(ms []*member) ([]policy.Candidate, int64) {
 	c := make([]policy.Candidate, len(ms))
+	earliest := int64(math.MaxInt64)
 	for i, m := range ms {
 		c[i] = policy.CandidateOf(m.rec.PEID, m.rev, m.rec.Policy, m.rec.Meta)
+		earliest = min(earliest, m.expires)
 	}
-	return c
+	return c, earliest
+}
+
+// hold makes every lifetime count from t at the earliest.
+func (v *view) hold(t time.Time) {
+	n := t.UnixNano()
+	for {
+		old := v.held.Load()
+		if n <= old || v.held.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// heldTime is when lifetimes were last held.
+func (v *view) heldTime() time.Time { return time.Unix(0, v.held.Load()) }
+
+// overdue returns the keys of the PEs whose lifetime ran out by now.
+func (v *view) overdue(now time.Time) []string {
+	t, held := now.UnixNano(), v.held.Load()
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var keys []string
+	for name, p := range v.pools {
+		if p.earliest > t {
+			continue
+		}
+		for _, m := range p.members {
+			if m.overdue(t, held) {
+				keys = append(keys, events.Key(name, m.rec.PEID))
+			}
+		}
+	}
+	return keys
 }
 
 // waitFor waits until the view has applied revision rev, at most d. The
@@ -385,8 +445,16 @@ func (v *view) resolve(poolName string, q *events.ResolveRequest, picks []int, b
 		return &events.Error{Code: events.CodeNotFound, Message: "no pool " + poolName + " in scope " + v.scope}
 	}
 	members, cands := p.members, p.cands
+	if now := time.Now().UnixNano(); now >= p.earliest {
+		// Some lifetime may have run out, not yet swept: leave it out.
+		held := v.held.Load()
+		members, cands = filtered(members, cands, func(m *member) bool { return !m.overdue(now, held) })
+		if len(members) == 0 {
+			return &events.Error{Code: events.CodeNotFound, Message: "no PE of pool " + poolName + " is within its lifetime"}
+		}
+	}
 	if len(q.Exclude) > 0 {
-		members, cands = excluding(members, cands, q.Exclude)
+		members, cands = filtered(members, cands, func(m *member) bool { return !slices.Contains(q.Exclude, m.rec.PEID) })
 		if len(members) == 0 {
 			return &events.Error{Code: events.CodeNotFound, Message: "every PE of pool " + poolName + " is excluded"}
 		}
@@ -431,12 +499,12 @@ func (v *view) resolve(poolName string, q *events.ResolveRequest, picks []int, b
 	return nil
 }
 
-// excluding returns the members not named in exclude.
-func excluding(ms []*member, cs []policy.Candidate, exclude []string) ([]*member, []policy.Candidate) {
+// filtered returns the members that keep, with their candidates.
+func filtered(ms []*member, cs []policy.Candidate, keep func(*member) bool) ([]*member, []policy.Candidate) {
 	var om []*member
 	var oc []policy.Candidate
 	for i, m := range ms {
-		if !slices.Contains(exclude, m.rec.PEID) {
+		if keep(m) {
 			om = append(om, m)
 			oc = append(oc, cs[i])
 		}
