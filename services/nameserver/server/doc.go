@@ -11,10 +11,11 @@
 //     view of every pool, from which resolutions are answered.
 //   - resolver: resolution requests arrive in the queue group
 //     rsp-nameservers; one replica answers each from its view, signed.
-//   - expiry: the bucket's per-key TTL removes a PE whose lifetime ran out
-//     even while no name server runs; the server's MaxAge marker reaches one
-//     replica through a shared consumer on the bucket's stream, which
-//     publishes the remove change with reason "expired".
+//   - expiry: the replicas remove a PE whose lifetime ran out (reason
+//     "expired"), counting lifetimes only while renewals can be stored:
+//     through an election of the stream's or the bucket's leader, a lost
+//     node or a name-server outage every PE keeps its place, and gets a
+//     fresh lifetime from the end of the outage (expiry.go).
 //   - failure detection: disconnects and failure reports take a PE out
 //     before its lifetime ends (below).
 //
@@ -51,7 +52,7 @@
 // TCP connection open: a hung process, or a host or network that died
 // without closing the socket, is noticed by the NATS server's pings only
 // after minutes (PingInterval × MaxPingsOut), and the registration
-// lifetime (per-key TTL) covers it. Insecure mode (no accounts, no JWT
+// lifetime covers it. Insecure mode (no accounts, no JWT
 // identity) has no account to import the advisories into: there only the
 // lifetime (and failure reports) apply. An advisory missed (a replica that
 // dies in the grace, an overflow of pending disconnects) also leaves the
