@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 
 	"github.com/rserpool/rsp/events"
@@ -35,6 +36,11 @@ const reasonServerShutdown = "Server Shutdown"
 // period; beyond it a disconnect is dropped (logged), and the PE leaves
 // when its lifetime ends.
 const maxPendingDisconnects = 1 << 16
+
+// removeRetries bounds the tries to remove one PE of a closed connection
+// (with backoff up to 2 s, about 20 s in all: longer than a leader
+// election).
+const removeRetries = 12
 
 // disconnects takes out the PEs whose NATS connection closed: one replica
 // (queue group rsp-nameservers) gets each advisory, waits the grace
@@ -115,11 +121,17 @@ func (d *disconnects) run(ctx context.Context) {
 func (d *disconnects) handle(ctx context.Context, p pendingDisconnect) {
 	for _, g := range d.regs {
 		for _, key := range g.view.onConn(p.conn) {
-			hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err := g.removeIf(hctx, key, events.ReasonDisconnected,
-				func(rec *events.Record) bool { return rec.Conn != nil && *rec.Conn == p.conn },
-				"server", p.conn.Server, "cid", p.conn.CID, "since_disconnect", time.Since(p.at).Round(time.Microsecond))
-			cancel()
+			// The bucket may be electing a leader (seconds): keep trying,
+			// so the PE leaves as disconnected, not as expired later.
+			b := backoff.WithContext(backoff.WithMaxRetries(newBackoff(100*time.Millisecond, 2*time.Second), removeRetries), ctx)
+			err := backoff.Retry(func() error {
+				hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				_, err := g.removeIf(hctx, key, events.ReasonDisconnected,
+					func(rec *events.Record) bool { return rec.Conn != nil && *rec.Conn == p.conn },
+					"server", p.conn.Server, "cid", p.conn.CID, "since_disconnect", time.Since(p.at).Round(time.Microsecond))
+				return err
+			}, b)
 			if err != nil {
 				g.log.Warn("PE of a closed connection not removed: it leaves when its lifetime ends", "key", key, "err", err)
 			}
