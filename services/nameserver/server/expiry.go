@@ -68,7 +68,7 @@ type expiry struct {
 }
 
 func (x *expiry) run(ctx context.Context) {
-	x.view.hold(time.Now())
+	x.view.hold(time.Now()) // since newView: events stored meanwhile may hold renewals
 	x.metrics.held(x.scope)
 	x.heldWhy = "starting"
 	probe := time.NewTicker(probeInterval)

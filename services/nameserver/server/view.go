@@ -91,8 +91,10 @@ type view struct {
 const maxGone = 4096
 
 func newView(scope string, log *slog.Logger) *view {
-	return &view{scope: scope, log: log, pools: map[string]*pool{}, gone: map[string]events.Record{}, changed: make(chan struct{}),
+	v := &view{scope: scope, log: log, pools: map[string]*pool{}, gone: map[string]events.Record{}, changed: make(chan struct{}),
 		byConn: map[events.Conn]map[string]struct{}{}}
+	v.hold(time.Now()) // a replica starts holding (expiry.go)
+	return v
 }
 
 // run applies the bucket watch to the view until ctx ends. ready is closed
