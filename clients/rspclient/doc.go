@@ -100,6 +100,39 @@
 // registers again at once, so name servers that take PEs out when their
 // connection closes see the new connection before their grace period ends.
 //
+// # Registration state
+//
+// A Registration never gives up on a failure that retrying can mend: no
+// name server answers, the event stream elects a leader, the connection
+// is down. It keeps renewing, with exponential backoff and jitter (at
+// most min(2 s, lifetime/4) apart, each attempt bounded by the client's
+// timeout and half a lifetime), for as long as the outage lasts, and is
+// registered again as soon as one renewal gets through. Its State says
+// how it stands, and StateChanged delivers each change (as nats.go's
+// StatusChanged does for a connection):
+//
+//	Registered  the last registration or renewal was accepted
+//	Retrying    renewals fail; the lifetime has not run out: still in the name space
+//	Lost        renewals failed until the lifetime ran out: name servers may have
+//	            taken the PE out (not while they could not store renewals);
+//	            registering again
+//	Ended       Done is closed: Deregister, a refusal retrying cannot change
+//	            (IsPermanent: bad_request, forbidden, conflict, bad input), or
+//	            the client's connection closed; Err says which
+//
+// The client's logger says so too: a warning when renewals begin to fail
+// and when the lifetime ran out, an info line when the PE is registered
+// again (each retry at debug level only).
+//
+//	for sc := range reg.StateChanged() {
+//		log.Printf("%s: %s (%v)", reg.ID(), sc.State, sc.Err)
+//	}
+//
+// Register itself returns once the first registration is accepted, or an
+// error within the client's timeout; a PE that must come up during an
+// outage calls it again, with the same PE id, until it passes or
+// IsPermanent(err) (rsp register and services/echo do).
+//
 // Losing a NATS server: give the connection every server of the cluster
 // (natsconn.Dial takes a comma-separated list; nats.go also learns the
 // cluster's other servers from the one it reaches). It then moves to

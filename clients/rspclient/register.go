@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 
@@ -36,27 +37,36 @@ type PE struct {
 var (
 	// ErrDeregistered is a Registration's Err after Deregister.
 	ErrDeregistered = errors.New("rspclient: deregistered")
-	// ErrLost is wrapped by a Registration's Err when renewals failed
-	// until its lifetime ran out: the PE is no longer in the name space.
+	// ErrLost is wrapped by the Err of a Lost StateChange: renewals
+	// failed until the registration's lifetime ran out. It is a state, not
+	// an end: the Registration goes on registering again.
 	ErrLost = errors.New("rspclient: registration lost")
 )
 
 // Registration is a registered PE. It renews itself at about a third of its
 // lifetime, and at once when its NATS connection reconnected (each
-// registration names the connection it is sent over, its Conn), until
-// Deregister, or until the name server refuses a renewal or
-// renewals fail for a whole lifetime; then Done is closed and Err says why.
+// registration names the connection it is sent over, its Conn). A renewal
+// that fails for a reason retrying can mend is tried again, with
+// exponential backoff and jitter, for as long as it takes, through
+// outages of any length: State and StateChanged tell how it stands
+// (Registered, Retrying, Lost). It ends only on Deregister, or when a name
+// server refuses a renewal for a reason retrying cannot change (IsPermanent)
+// or the client's NATS connection is closed; then Done is closed and Err
+// says why.
 type Registration struct {
 	c        *Client
 	pool     string
 	id       string
 	lifetime time.Duration // as the name space keeps it
 
-	mu      sync.Mutex
-	body    events.Registration // template: seq and time set per send
-	expires time.Time           // when the last accepted registration runs out
-	dereg   bool
-	err     error
+	mu        sync.Mutex
+	body      events.Registration // template: seq and time set per send
+	expires   time.Time           // when the last accepted registration runs out
+	dereg     bool
+	err       error
+	state     StateChange
+	failing   time.Time          // when renewals began to fail (Retrying, Lost)
+	listeners []chan StateChange // of StateChanged
 
 	sendMu sync.Mutex // one event of this PE in flight, so seqs arrive in order
 
@@ -69,9 +79,13 @@ type Registration struct {
 }
 
 // Register registers pe in pool and returns once a name server accepted
-// it. A refusal is an error wrapping the *events.Error of the outcome; bad
-// input is an *events.FieldError naming the field. Transient failures are
-// retried (each time with a new seq) within the client's timeout.
+// it, Registered. A refusal is an error wrapping the *events.Error of the
+// outcome; bad input is an *events.FieldError naming the field. Transient
+// failures are retried (each time with a new seq) within the client's
+// timeout; after that the error is returned and nothing renews: a caller
+// that wants to wait longer calls Register again with the same pe.ID
+// while IsPermanent(err) is false (a PE id left empty is drawn anew by
+// each call).
 func (c *Client) Register(ctx context.Context, pool string, pe PE) (*Registration, error) {
 	body, err := c.registrationBody(pool, pe)
 	if err != nil {
@@ -95,6 +109,14 @@ func (c *Client) Register(ctx context.Context, pool string, pe PE) (*Registratio
 	go r.run(loopCtx)
 	return r, nil
 }
+
+// IsPermanent reports whether err is a refusal that retrying cannot
+// change: bad input (an *events.FieldError), or a name server's refusal
+// with code bad_request, forbidden (no permission) or conflict (the PE id
+// belongs to another key). Any other failure (no answer, no stream
+// leader, a connection down, unavailable, stale) may pass when tried
+// again.
+func IsPermanent(err error) bool { return isPermanent(err) }
 
 // registrationBody checks pool and pe and turns them into a registration
 // body (seq and time still unset).
@@ -147,12 +169,15 @@ func (r *Registration) ID() string { return r.id }
 // Pool is the pool handle.
 func (r *Registration) Pool() string { return r.pool }
 
-// Done is closed when the registration ends: deregistered, refused or lost.
+// Done is closed when the registration ends (State Ended): deregistered,
+// refused for good, or its client's connection closed. Failed renewals do
+// not end it, however long they fail.
 func (r *Registration) Done() <-chan struct{} { return r.done }
 
 // Err says why Done was closed: ErrDeregistered, an error wrapping the
-// *events.Error of a refused renewal, or one wrapping ErrLost. It is nil
-// while the registration lives.
+// *events.Error or *events.FieldError of a renewal refused for good, or
+// one wrapping nats.ErrConnectionClosed. It is nil while the registration
+// lives, Lost included.
 func (r *Registration) Err() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -163,6 +188,7 @@ func (r *Registration) finish(err error) {
 	r.doneOnce.Do(func() {
 		r.mu.Lock()
 		r.err = err
+		r.setState(Ended, err)
 		r.mu.Unlock()
 		close(r.done)
 	})
@@ -275,8 +301,11 @@ func (r *Registration) send(ctx context.Context) error {
 		return err
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.expires = start.Add(r.lifetime)
-	r.mu.Unlock()
+	if was := r.state; r.setState(Registered, nil) && was.State != 0 { // 0: the first registration
+		r.c.log.Info("registered again", "pool", r.pool, "pe_id", r.id, "was", was.State, "failing_for", time.Since(r.failing).Round(time.Millisecond))
+	}
 	return nil
 }
 
@@ -296,16 +325,35 @@ func (c *Client) conn() *events.Conn {
 // sent: a third of the lifetime, so one lost renewal still leaves time.
 func (r *Registration) renewInterval() time.Duration { return r.lifetime / 3 }
 
+// attemptTimeout bounds one renewal attempt: the client's timeout, but at
+// most half a lifetime, so that once the system is back (name servers
+// give every PE a fresh lifetime at the end of an outage) a new attempt
+// starts well within a lifetime, not after an old one's long wait.
+func (r *Registration) attemptTimeout() time.Duration {
+	return min(r.c.timeout, max(r.lifetime/2, 100*time.Millisecond))
+}
+
+// retryBackoff paces renewals that failed: exponential with jitter, never
+// giving up, at most min(2 s, lifetime/4) apart.
+func (r *Registration) retryBackoff() *backoff.ExponentialBackOff {
+	b := newBackoff(0)
+	b.MaxInterval = max(min(2*time.Second, r.lifetime/4), b.InitialInterval)
+	b.Reset()
+	return b
+}
+
 func (r *Registration) run(ctx context.Context) {
 	defer close(r.loopDone)
 	defer r.c.nc.RemoveStatusListener(r.status)
+	b := r.retryBackoff()
 	t := time.NewTimer(r.renewInterval())
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-r.kick:
+		case <-r.kick: // UpdateLoad got a registration through
+			b.Reset()
 			t.Reset(r.renewInterval())
 			continue
 		case <-r.status:
@@ -313,46 +361,76 @@ func (r *Registration) run(ctx context.Context) {
 			// take the PE out when the old one's close reaches them,
 			// unless it registers again over the new one first.
 			r.c.log.Debug("reconnected: registering again", "pool", r.pool, "pe_id", r.id, "conn", r.c.conn())
+			b.Reset()
 		case <-t.C:
 		}
 		err := r.renew(ctx)
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			return
-		}
-		if err != nil {
-			r.c.log.Warn("registration ended", "pool", r.pool, "pe_id", r.id, "err", err)
-			r.finish(err)
+		case err == nil:
+			b.Reset()
+			t.Reset(r.renewInterval())
+		case isPermanent(err):
+			r.end(fmt.Errorf("renew %s/%s: refused: %w", r.pool, r.id, err))
 			return
+		case errors.Is(err, nats.ErrConnectionClosed): // closed by its owner: no way back
+			r.end(fmt.Errorf("renew %s/%s: %w", r.pool, r.id, err))
+			return
+		default:
+			t.Reset(r.failed(fmt.Errorf("renew %s/%s: %w", r.pool, r.id, err), b.NextBackOff()))
 		}
-		t.Reset(r.renewInterval())
 	}
 }
 
-// renew re-registers, retrying with backoff until the current registration
-// runs out.
+// end ends the registration on a renewal that retrying cannot mend.
+func (r *Registration) end(err error) {
+	r.c.log.Warn("registration ended", "pool", r.pool, "pe_id", r.id, "err", err)
+	r.finish(err)
+}
+
+// renew sends one renewal, bounded by attemptTimeout and by the moment the
+// last accepted registration runs out (so that State turns Lost in time).
 func (r *Registration) renew(ctx context.Context) error {
 	r.mu.Lock()
 	expires := r.expires
 	r.mu.Unlock()
-	remaining := time.Until(expires)
-	if remaining <= 0 {
-		return fmt.Errorf("renew %s/%s: %w: lifetime ran out", r.pool, r.id, ErrLost)
-	}
-	ctx, cancel := context.WithDeadline(ctx, expires)
+	ctx, cancel := context.WithTimeout(ctx, r.attemptTimeout())
 	defer cancel()
-	err := retry(ctx, newBackoff(remaining), r.c.log, "renew", func(ctx context.Context) error {
-		ctx, cancel := r.c.wait(ctx)
-		defer cancel()
-		return r.send(ctx)
-	})
-	switch {
-	case err == nil:
-		return nil
-	case isPermanent(err):
-		return fmt.Errorf("renew %s/%s: refused: %w", r.pool, r.id, err)
-	default:
-		return fmt.Errorf("renew %s/%s: %w: %v", r.pool, r.id, ErrLost, err)
+	if time.Now().Before(expires) {
+		var cancelAt context.CancelFunc
+		ctx, cancelAt = context.WithDeadline(ctx, expires)
+		defer cancelAt()
 	}
+	return r.send(ctx)
+}
+
+// failed records a renewal that failed for a transient reason, err: the
+// registration is Retrying while its lifetime lasts, Lost after. It
+// returns when to try again: after next, or when the lifetime runs out if
+// that comes first.
+func (r *Registration) failed(err error, next time.Duration) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	log := r.c.log.With("pool", r.pool, "pe_id", r.id)
+	if r.state.State == Registered {
+		r.failing = time.Now()
+	}
+	left := time.Until(r.expires)
+	if left > 0 {
+		if r.setState(Retrying, err) {
+			log.Warn("renewal failed: retrying", "err", err, "lifetime_left", left.Round(time.Millisecond))
+		} else {
+			log.Debug("renewal failed", "err", err, "retry_in", next)
+		}
+		return min(next, left)
+	}
+	if r.setState(Lost, fmt.Errorf("%w: lifetime ran out %s ago: %w", ErrLost, (-left).Round(time.Millisecond), err)) {
+		log.Warn("lifetime ran out unrenewed: the PE may be out of the name space; registering again until it gets through", "err", err)
+	} else {
+		log.Debug("registering again failed", "err", err, "retry_in", next)
+	}
+	return next
 }
 
 // sendEvent publishes a signed register/deregister event through JetStream

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,37 +176,124 @@ func TestRenewalRefusedEndsRegistration(t *testing.T) {
 	}
 }
 
-func TestRenewalLostWhenNoNameServerAnswers(t *testing.T) {
+// TestRenewalKeepsTryingWhenNoNameServerAnswers: with no outcome for
+// five lifetimes, the registration turns Retrying, then Lost when its
+// lifetime ran out, keeps sending renewals (ever higher seqs, with
+// backoff: neither a storm nor a pause) and does not end; once a name
+// server answers again it is Registered.
+func TestRenewalKeepsTryingWhenNoNameServerAnswers(t *testing.T) {
 	s := startNATS(t)
-	var mu sync.Mutex
-	answer := true
-	startFakeRegistrar(t, connect(t, s), func(int, events.Kind, uint64) *events.Outcome {
-		mu.Lock()
-		defer mu.Unlock()
-		if answer {
+	var answer atomic.Bool
+	answer.Store(true)
+	f := startFakeRegistrar(t, connect(t, s), func(int, events.Kind, uint64) *events.Outcome {
+		if answer.Load() {
 			return accepted()
 		}
 		return nil
 	})
-	c := newClient(t, connect(t, s), WithTimeout(300*time.Millisecond))
+	c := newClient(t, connect(t, s), WithTimeout(300*time.Millisecond), WithLogger(testLogger()))
+	const lifetime = time.Second
+	r, err := c.Register(context.Background(), "echo", PE{ID: "p", Transports: tcp7, Lifetime: lifetime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Deregister(context.Background())
+	states := r.StateChanged()
+	wantState(t, states, Registered, time.Second)
+
+	answer.Store(false)
+	stopped := time.Now()
+	// The renewal due at a third of the lifetime fails: Retrying.
+	if sc := wantState(t, states, Retrying, 2*lifetime); sc.Err == nil || errors.Is(sc.Err, ErrLost) {
+		t.Errorf("Retrying with Err %v, want the failed attempt's error", sc.Err)
+	}
+	sc := wantState(t, states, Lost, 2*lifetime)
+	if !errors.Is(sc.Err, ErrLost) || !errors.Is(sc.Err, context.DeadlineExceeded) {
+		t.Errorf("Lost with Err %v, want ErrLost and the last attempt's timeout", sc.Err)
+	}
+	if d := sc.At.Sub(stopped); d > lifetime+400*time.Millisecond {
+		t.Errorf("Lost %s after the last accepted renewal could have been sent, want about the %s lifetime", d, lifetime)
+	}
+	n := len(f.registers())
+	stays(t, r, states, 4*lifetime)
+	if r.State() != Lost || r.Err() != nil {
+		t.Fatalf("after 5 lifetimes unanswered: State %s, Err %v; want Lost, nil", r.State(), r.Err())
+	}
+	// 4 s of attempts, each ≤ 300 ms plus ≤ 250 ms of backoff (jitter
+	// ±50%): at least 4 s / 675 ms, and fewer than one per 50 ms.
+	if sent := len(f.registers()) - n; sent < 6 || sent > 80 {
+		t.Errorf("%d renewals sent in 4 lifetimes while no name server answered, want some 8 to 20", sent)
+	}
+
+	answer.Store(true)
+	back := time.Now()
+	wantState(t, states, Registered, lifetime)
+	t.Logf("registered again %s after the name server answered again", time.Since(back).Round(time.Millisecond))
+	seqs := f.registers()
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] <= seqs[i-1] {
+			t.Fatalf("seq %d after %d", seqs[i], seqs[i-1])
+		}
+	}
+	if err := r.Deregister(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if sc := wantState(t, states, Ended, time.Second); !errors.Is(sc.Err, ErrDeregistered) {
+		t.Errorf("Ended with Err %v, want ErrDeregistered", sc.Err)
+	}
+	if _, ok := <-states; ok {
+		t.Error("StateChanged channel not closed after Ended")
+	}
+}
+
+// wantState reads the next state within d and fails the test unless it
+// is want.
+func wantState(t *testing.T, states <-chan StateChange, want State, d time.Duration) StateChange {
+	t.Helper()
+	select {
+	case sc, ok := <-states:
+		if !ok {
+			t.Fatalf("state channel closed, want %s", want)
+		}
+		if sc.State != want {
+			t.Fatalf("state %s (%v), want %s", sc.State, sc.Err, want)
+		}
+		return sc
+	case <-time.After(d):
+		t.Fatalf("not %s within %s", want, d)
+	}
+	return StateChange{}
+}
+
+// stays fails the test if r changes state, or ends, within d.
+func stays(t *testing.T, r *Registration, states <-chan StateChange, d time.Duration) {
+	t.Helper()
+	select {
+	case <-r.Done():
+		t.Fatalf("registration ended in state %s: %v", r.State(), r.Err())
+	case sc := <-states:
+		t.Fatalf("state %s (%v), want no change for %s", sc.State, sc.Err, d)
+	case <-time.After(d):
+	}
+}
+
+func TestRenewalConnectionClosedEndsRegistration(t *testing.T) {
+	s := startNATS(t)
+	startFakeRegistrar(t, connect(t, s), func(int, events.Kind, uint64) *events.Outcome { return accepted() })
+	nc := connect(t, s)
+	c := newClient(t, nc)
 	r, err := c.Register(context.Background(), "echo", PE{ID: "p", Transports: tcp7, Lifetime: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	answer = false
-	mu.Unlock()
-	start := time.Now()
+	nc.Close()
 	select {
 	case <-r.Done():
 	case <-time.After(3 * time.Second):
-		t.Fatal("registration not given up after its lifetime")
+		t.Fatal("registration on a closed connection did not end")
 	}
-	if !errors.Is(r.Err(), ErrLost) {
-		t.Errorf("Err = %v, want ErrLost", r.Err())
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("lost only after %s, want within the 1 s lifetime", d)
+	if !errors.Is(r.Err(), nats.ErrConnectionClosed) || r.State() != Ended {
+		t.Errorf("Err %v, State %s; want nats.ErrConnectionClosed, ended", r.Err(), r.State())
 	}
 }
 

@@ -195,9 +195,10 @@ func (s *Server) Pool() string { return s.pool }
 // Subject is the PE's service subject, where it takes requests.
 func (s *Server) Subject() string { return s.subject }
 
-// Registration is the PE's registration: its Done and Err tell when it
-// ends otherwise than by Drain or Close (a refused or lost renewal),
-// while the Server goes on serving.
+// Registration is the PE's registration: its State and StateChanged tell
+// how its renewals go, its Done and Err when it ends otherwise than by
+// Drain or Close (a renewal refused for good), while the Server goes on
+// serving.
 func (s *Server) Registration() *Registration { return s.reg }
 
 // Done is closed once the Server stopped serving (Drain or Close).
