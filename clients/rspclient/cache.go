@@ -3,6 +3,7 @@ package rspclient
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -25,10 +26,10 @@ type cacheOptions struct {
 	resync time.Duration
 }
 
-// WithResync sets how often the cache reads the pool's members from the
-// name space again (default DefaultResync); d ≤ 0 turns it off. Change
-// notifications are plain NATS messages: those sent while the connection
-// is down are lost, and a resync repairs what they would have changed.
+// WithResync sets the period of the cache's routine resync, a read of the
+// pool's members from the name space (default DefaultResync); d ≤ 0 turns
+// it off. Resyncs after reconnects and name-server restarts happen
+// anyway (see Watcher).
 func WithResync(d time.Duration) CacheOption {
 	return func(o *cacheOptions) error {
 		o.resync = max(d, 0)
@@ -37,9 +38,24 @@ func WithResync(d time.Duration) CacheOption {
 }
 
 // PoolCache is a local copy of every member of one pool, kept current by a
-// watch of the pool (Client.Watch), that selects PEs with the pool's policy
-// in process, without asking a name server: RFC 5352's ASAP cache. It is
-// safe for concurrent use. Make it with Client.Cache.
+// watch of the pool (Client.Watcher: the change notifications, and resyncs
+// after reconnects, name-server restarts and every resync period), that
+// selects PEs with the pool's policy in process, without asking a name
+// server: RFC 5352's ASAP cache. It is safe for concurrent use. Make it
+// with Client.Cache.
+//
+// A cache does not see renewals (they make no change notification): a PE
+// leaves it when a name server announces its removal (deregistered,
+// expired, failed, disconnected) or when a resync finds it gone from the
+// name space. While a resync fails (the client is cut off from NATS, or
+// JetStream does not answer), the cache keeps serving the members it has
+// and tries again with backoff, about every second, never giving up;
+// SyncState tells since when it is behind. That is what the name space
+// itself does meanwhile: name servers hold every PE's lifetime while
+// renewals cannot be stored, so a PE the cache still holds is one the
+// name space still holds; a PE that really died is caught by the PU's
+// failover (ReportFailure drops it at once), and by the resync that
+// succeeds once the store answers again.
 type PoolCache struct {
 	c    *Client
 	pool string
@@ -52,7 +68,7 @@ type PoolCache struct {
 	members []*cacheEntry // every member of the pool, sorted by PE id
 	policy  string        // the pool's policy, "" while it has no member
 	picker  policy.Picker // built for policy, kept while it stays
-	w       *poolWatch    // the watch in use; replaced at a resync
+	w       *poolWatch    // the watch that keeps the cache current
 
 	cancel    context.CancelFunc
 	done      chan struct{}
@@ -94,17 +110,27 @@ func (c *Client) Cache(ctx context.Context, pool string, opts ...CacheOption) (*
 			return nil, fmt.Errorf("cache: %w", err)
 		}
 	}
-	w, err := c.startWatch(ctx, pool)
+	w, first, err := c.follow(ctx, pool, 0)
 	if err != nil {
 		return nil, fmt.Errorf("cache %s: %w", pool, err)
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	pc := &PoolCache{c: c, pool: pool, log: c.log.With("pool", pool), w: w, cancel: cancel, done: make(chan struct{})}
-	pc.mu.Lock()
-	pc.load(w.snap)
-	pc.publish()
-	pc.mu.Unlock()
-	go pc.run(rctx, o.resync)
+	// In revision order: the latest add names the pool's policy.
+	slices.SortFunc(first, func(a, b events.Change) int { return cmp.Compare(a.Revision, b.Revision) })
+	pc.apply(first)
+	pc.publishIfEmpty()
+	go func() {
+		defer close(pc.done)
+		defer w.stop()
+		err := w.run(rctx, o.resync, nil, func(batch []events.Change) bool {
+			pc.apply(batch)
+			return true
+		})
+		if errors.Is(err, ErrWatchClosed) {
+			pc.log.Debug("cache stopped: subscription closed")
+		}
+	}()
 	return pc, nil
 }
 
@@ -178,54 +204,41 @@ func (pc *PoolCache) Close() {
 // when the ctx given to Cache ends, or when the connection closes.
 func (pc *PoolCache) Done() <-chan struct{} { return pc.done }
 
-// run applies the changes of the watch until ctx ends or its connection
-// closes, and resyncs every resync (never when 0).
-func (pc *PoolCache) run(ctx context.Context, resync time.Duration) {
-	defer close(pc.done)
-	defer func() { pc.w.stop() }() // pc.w is only replaced by this goroutine
-	var tick <-chan time.Time
-	if resync > 0 {
-		t := time.NewTicker(resync)
-		defer t.Stop()
-		tick = t.C
-	}
-	var batch []events.Change
-	for {
-		w := pc.w
-		var closed bool
-		batch, closed = w.q.drain(batch[:0])
-		if len(batch) > 0 {
-			pc.apply(w, batch)
-			clear(batch)
-		}
-		if closed {
-			pc.log.Debug("cache stopped: subscription closed")
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.q.wake:
-		case <-tick:
-			pc.resync(ctx)
-		}
-	}
-}
-
-// apply applies a batch of changes of watch w and publishes the result once.
-func (pc *PoolCache) apply(w *poolWatch, batch []events.Change) {
+// apply applies a batch of news (changes the merger let through) and
+// publishes the result once.
+func (pc *PoolCache) apply(batch []events.Change) {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	changed := false
 	for _, ch := range batch {
-		ch, keep := w.m.apply(ch)
-		if keep && pc.applyChange(ch) {
+		if pc.applyChange(ch) {
 			changed = true
 		}
 	}
 	if changed {
 		pc.publish()
 	}
+}
+
+// publishIfEmpty publishes the empty cache when nothing was published yet.
+func (pc *PoolCache) publishIfEmpty() {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if pc.snap.Load() == nil {
+		pc.publish()
+	}
+}
+
+// SyncState tells how current the cache is: synced is when it last read
+// its pool from the name space (at the start, then at each resync), and
+// err the error of the last attempt when a resync is due and failing
+// (nil otherwise). Meanwhile the cache serves the members it has, kept
+// current by the change notifications it still receives.
+func (pc *PoolCache) SyncState() (synced time.Time, err error) {
+	if e := pc.w.failing.Load(); e != nil {
+		err = *e
+	}
+	return time.Unix(0, pc.w.syncedAt.Load()), err
 }
 
 // applyChange applies one change the merger let through, under mu.
@@ -261,35 +274,6 @@ func (pc *PoolCache) applyChange(ch events.Change) bool {
 	return false
 }
 
-// load replaces the members with a snapshot (add changes in PE id order),
-// under mu. PEs reported failed stay so while they are in the pool: a
-// snapshot shows no news about them (renewals change nothing watchers see).
-func (pc *PoolCache) load(snap []events.Change) {
-	old := pc.members
-	pc.members = make([]*cacheEntry, 0, len(snap))
-	var latest *cacheEntry
-	for _, ch := range snap {
-		if ch.Element == nil {
-			continue
-		}
-		e := &cacheEntry{el: *ch.Element, rev: ch.Revision}
-		e.el.PEID = cmp.Or(e.el.PEID, ch.PEID)
-		if i, ok := slices.BinarySearchFunc(old, e.el.PEID, cmpEntry); ok {
-			e.failed = old[i].failed
-		}
-		pc.members = append(pc.members, e)
-		if latest == nil || e.rev > latest.rev {
-			latest = e
-		}
-	}
-	slices.SortFunc(pc.members, func(a, b *cacheEntry) int { return cmp.Compare(a.el.PEID, b.el.PEID) })
-	if latest == nil {
-		pc.policy, pc.picker = "", nil
-		return
-	}
-	pc.setPolicy(latest.el.Policy.Name)
-}
-
 // setPolicy makes name the pool's policy, with a new picker if it changed.
 func (pc *PoolCache) setPolicy(name string) {
 	name = cmp.Or(name, policy.Default)
@@ -302,26 +286,6 @@ func (pc *PoolCache) setPolicy(name string) {
 		b, _ = policy.Get(policy.Default)
 	}
 	pc.policy, pc.picker = name, b.Build()
-}
-
-// resync reads the pool afresh with a new watch, which then replaces the
-// current one. The new watch subscribed before reading, so every change the
-// old one has not delivered yet is in its snapshot or in its queue.
-func (pc *PoolCache) resync(ctx context.Context) {
-	w, err := pc.c.startWatch(ctx, pc.pool)
-	if err != nil {
-		if ctx.Err() == nil {
-			pc.log.Warn("cache resync failed", "err", err)
-		}
-		return
-	}
-	pc.mu.Lock()
-	old := pc.w
-	pc.w = w
-	pc.load(w.snap)
-	pc.publish()
-	pc.mu.Unlock()
-	old.stop()
 }
 
 // publish builds the snapshot Pick reads from the members, under mu.
@@ -351,14 +315,3 @@ func (pc *PoolCache) find(id string) (int, bool) {
 }
 
 func cmpEntry(e *cacheEntry, id string) int { return cmp.Compare(e.el.PEID, id) }
-
-// drain appends every queued change to buf and empties the queue; closed
-// says the queue is closed (no change will come).
-func (q *queue) drain(buf []events.Change) (_ []events.Change, closed bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	buf = append(buf, q.items...)
-	clear(q.items)
-	q.items = q.items[:0]
-	return buf, q.closed
-}

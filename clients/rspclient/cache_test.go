@@ -1,6 +1,7 @@
 package rspclient
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -39,21 +40,36 @@ func hasID(els []events.Element, id string) bool {
 	return slices.ContainsFunc(els, func(e events.Element) bool { return e.PEID == id })
 }
 
-// cacheWith returns a cache that follows no pool, fed by hand through
-// load and apply, for tests of its bookkeeping.
-func cacheWith(snap ...events.Change) (*PoolCache, *poolWatch) {
+// cacheWith returns a cache that follows no pool, fed by hand through a
+// merger (as its watch would), for tests of its bookkeeping.
+func cacheWith(snap ...events.Change) (*PoolCache, *merger) {
 	pc := &PoolCache{pool: "echo", log: slog.New(slog.DiscardHandler)}
-	w := &poolWatch{m: newMerger("default", 0)}
-	w.snap = snap
+	m := newMerger("default", 0)
 	for _, ch := range snap {
-		w.m.known[ch.PEID] = peState{rev: ch.Revision, member: true}
-		w.m.barrier = max(w.m.barrier, ch.Revision)
+		m.known[ch.PEID] = peState{rev: ch.Revision, member: true, el: ch.Element}
+		m.barrier = max(m.barrier, ch.Revision)
 	}
-	pc.mu.Lock()
-	pc.load(snap)
-	pc.publish()
-	pc.mu.Unlock()
-	return pc, w
+	slices.SortFunc(snap, func(a, b events.Change) int { return cmp.Compare(a.Revision, b.Revision) })
+	pc.apply(snap)
+	pc.publishIfEmpty()
+	return pc, m
+}
+
+// feed passes changes through the merger m into the cache, as its watch
+// does.
+func feed(pc *PoolCache, m *merger, chs ...events.Change) {
+	var news []events.Change
+	for _, ch := range chs {
+		if ch, keep := m.apply(ch); keep {
+			news = append(news, ch)
+		}
+	}
+	pc.apply(news)
+}
+
+// elemRec is the record of PE id in pool echo as elemChange shows it.
+func elemRec(id string, pol events.PolicyParams) events.Record {
+	return events.Record{PEID: id, Pool: "echo", Transports: []events.Transport{{Proto: "tcp", Addr: "127.0.0.1:1"}}, Policy: pol}
 }
 
 func elemChange(op, id string, rev uint64, pol events.PolicyParams) events.Change {
@@ -65,7 +81,7 @@ func elemChange(op, id string, rev uint64, pol events.PolicyParams) events.Chang
 var rr = events.PolicyParams{Name: "round_robin"}
 
 func TestCacheBookkeeping(t *testing.T) {
-	pc, w := cacheWith(elemChange(events.OpAdd, "b", 2, rr), elemChange(events.OpAdd, "a", 1, rr))
+	pc, m := cacheWith(elemChange(events.OpAdd, "b", 2, rr), elemChange(events.OpAdd, "a", 1, rr))
 	if got := ids(pc.Members()); !slices.Equal(got, []string{"a", "b"}) || pc.Policy() != "round_robin" || pc.Len() != 2 {
 		t.Fatalf("after the snapshot: members %v, policy %q", got, pc.Policy())
 	}
@@ -83,41 +99,39 @@ func TestCacheBookkeeping(t *testing.T) {
 	if got := ids(pc.Members()); !slices.Equal(got, []string{"a"}) {
 		t.Fatalf("after b failed: %v", got)
 	}
-	pc.apply(w, []events.Change{elemChange(events.OpAdd, "b", 2, rr), elemChange(events.OpAdd, "c", 3, rr)})
+	feed(pc, m, elemChange(events.OpAdd, "b", 2, rr), elemChange(events.OpAdd, "c", 3, rr))
 	if got := ids(pc.Members()); !slices.Equal(got, []string{"a", "c"}) {
 		t.Fatalf("after a stale add of b and the add of c: %v", got)
 	}
-	// A resync snapshot keeps b dropped: it shows no news about it.
-	pc.mu.Lock()
-	pc.load([]events.Change{elemChange(events.OpAdd, "a", 1, rr), elemChange(events.OpAdd, "b", 7, rr), elemChange(events.OpAdd, "c", 3, rr)})
-	pc.publish()
-	pc.mu.Unlock()
+	// A resync keeps b dropped: b's renewal (the same element at a later
+	// revision) is no news about it.
+	pc.apply(m.sync(poolRead{live: []snapEntry{{elemRec("a", rr), 1}, {elemRec("b", rr), 7}, {elemRec("c", rr), 3}}}, 0, time.Time{}))
 	if got := ids(pc.Members()); !slices.Equal(got, []string{"a", "c"}) {
 		t.Fatalf("after a resync: %v", got)
 	}
-	pc.apply(w, []events.Change{elemChange(events.OpUpdate, "b", 8, rr)})
+	feed(pc, m, elemChange(events.OpUpdate, "b", 8, rr))
 	if got := ids(pc.Members()); !slices.Equal(got, []string{"a", "b", "c"}) {
 		t.Fatalf("after an update of b: %v", got)
 	}
 
 	// Removes drop members; an empty pool forgets its policy, and the next
 	// first member sets it.
-	pc.apply(w, []events.Change{change(events.OpRemove, "a", 9), change(events.OpRemove, "b", 10), change(events.OpRemove, "c", 11)})
+	feed(pc, m, change(events.OpRemove, "a", 9), change(events.OpRemove, "b", 10), change(events.OpRemove, "c", 11))
 	if pc.Len() != 0 || pc.Policy() != "" || pc.Pick(3, nil) != nil {
 		t.Fatalf("after removing all: members %v, policy %q", ids(pc.Members()), pc.Policy())
 	}
-	pc.apply(w, []events.Change{elemChange(events.OpAdd, "x", 12, events.PolicyParams{Name: "random"})})
+	feed(pc, m, elemChange(events.OpAdd, "x", 12, events.PolicyParams{Name: "random"}))
 	if pc.Policy() != "random" || pc.Len() != 1 {
 		t.Fatalf("after a new first member: policy %q, members %v", pc.Policy(), ids(pc.Members()))
 	}
 	// The only member re-registers with another policy: a new picker.
 	old := pc.snap.Load().picker
-	pc.apply(w, []events.Change{elemChange(events.OpUpdate, "x", 13, rr)})
+	feed(pc, m, elemChange(events.OpUpdate, "x", 13, rr))
 	if s := pc.snap.Load(); s.policy != "round_robin" || s.picker == old {
 		t.Fatalf("after a policy change: policy %q, picker rebuilt %v", s.policy, s.picker != old)
 	}
 	// A policy this program does not know is picked with the default.
-	pc.apply(w, []events.Change{elemChange(events.OpUpdate, "x", 14, events.PolicyParams{Name: "from_the_future"})})
+	feed(pc, m, elemChange(events.OpUpdate, "x", 14, events.PolicyParams{Name: "from_the_future"}))
 	if pc.Policy() != "from_the_future" || !slices.Equal(ids(pc.Pick(1, nil)), []string{"x"}) {
 		t.Fatalf("unknown policy: %q, pick %v", pc.Policy(), pc.Pick(1, nil))
 	}
@@ -167,7 +181,7 @@ func TestCachePickHint(t *testing.T) {
 }
 
 func TestCacheConcurrentPicks(t *testing.T) {
-	pc, w := cacheWith(elemChange(events.OpAdd, "a", 1, rr), elemChange(events.OpAdd, "b", 2, rr))
+	pc, m := cacheWith(elemChange(events.OpAdd, "a", 1, rr), elemChange(events.OpAdd, "b", 2, rr))
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
@@ -184,9 +198,9 @@ func TestCacheConcurrentPicks(t *testing.T) {
 	for rev := uint64(3); rev < 200; rev++ {
 		id := fmt.Sprint("p", rev%7)
 		if rev%3 == 0 {
-			pc.apply(w, []events.Change{change(events.OpRemove, id, rev)})
+			feed(pc, m, change(events.OpRemove, id, rev))
 		} else {
-			pc.apply(w, []events.Change{elemChange(events.OpAdd, id, rev, rr)})
+			feed(pc, m, elemChange(events.OpAdd, id, rev, rr))
 		}
 	}
 	wg.Wait()
@@ -380,11 +394,15 @@ func TestCacheEmptyPoolAndResync(t *testing.T) {
 	}
 
 	// A member the cache holds but the pool does not (as when a remove
-	// was lost while the connection was down) goes at the next resync.
-	pc.mu.Lock()
-	pc.members = append(pc.members, &cacheEntry{el: events.Element{PEID: "zz-ghost"}, rev: 1})
-	pc.publish()
-	pc.mu.Unlock()
+	// was lost while the connection was down) goes at the next resync:
+	// an add announced (at a revision the bucket has passed) whose PE the
+	// bucket does not hold.
+	ghost := elemChange(events.OpAdd, "zz-ghost", lastRevision(t, pe), rr)
+	ghost.Pool = "later"
+	if err := pe.nc.Publish(events.Subject(events.DefaultScope, events.KindChanges, "later"), events.Marshal(ghost)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the ghost in the cache", func() bool { return hasID(pc.Members(), "zz-ghost") })
 	eventually(t, "the ghost gone after a resync", func() bool { return pc.Len() == 1 && !hasID(pc.Members(), "zz-ghost") })
 
 	pc.Close()

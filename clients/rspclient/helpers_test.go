@@ -1,8 +1,10 @@
 package rspclient
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -41,4 +43,16 @@ func wantField(t testing.TB, err error, field string) {
 	if fe.Field != field {
 		t.Fatalf("err = %v names field %q, want %q", err, fe.Field, field)
 	}
+}
+
+// lastRevision is the name-space bucket's last revision.
+func lastRevision(t testing.TB, c *Client) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := c.js.Stream(ctx, "KV_"+events.Bucket(c.scope))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.CachedInfo().State.LastSeq
 }

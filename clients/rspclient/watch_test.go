@@ -1,7 +1,6 @@
 package rspclient
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -175,29 +174,81 @@ func TestQueue(t *testing.T) {
 	for i := range 100 {
 		q.push(events.Change{Revision: uint64(i)})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for i := range 100 {
-		c, ok := q.pop(ctx)
-		if !ok || c.Revision != uint64(i) {
-			t.Fatalf("pop %d = %v %v", i, c.Revision, ok)
-		}
+	got, closed := q.drain(nil)
+	if len(got) != 100 || closed || got[0].Revision != 0 || got[99].Revision != 99 {
+		t.Fatalf("drain = %d changes, closed %v", len(got), closed)
 	}
-	go func() {
-		time.Sleep(10 * time.Millisecond)
-		q.push(events.Change{Revision: 7})
-	}()
-	if c, ok := q.pop(ctx); !ok || c.Revision != 7 {
-		t.Fatalf("waiting pop = %v %v", c.Revision, ok)
+	select {
+	case <-q.wake:
+	default:
+		t.Fatal("no wake-up after a push")
+	}
+	if got, _ := q.drain(got[:0]); len(got) != 0 {
+		t.Fatalf("second drain = %d changes", len(got))
 	}
 	q.close()
-	if _, ok := q.pop(ctx); ok {
-		t.Fatal("pop on a closed, empty queue succeeded")
+	if _, closed := q.drain(nil); !closed {
+		t.Fatal("drain after close says open")
 	}
-	q2 := newQueue()
-	cctx, ccancel := context.WithCancel(context.Background())
-	ccancel()
-	if _, ok := q2.pop(cctx); ok {
-		t.Fatal("pop after ctx end succeeded")
+}
+
+// TestMergerSync turns reads of the pool into changes: renewals are none,
+// removals carry their marker's reason, members the bucket no longer
+// holds go as expired, and a resumption delivers only what is newer than
+// its revision.
+func TestMergerSync(t *testing.T) {
+	m := newMerger("default", 0)
+	m.pool = "echo"
+	str := func(chs []events.Change) string {
+		var s []string
+		for _, c := range chs {
+			s = append(s, fmt.Sprintf("%s %s %s@%d", c.Op, c.PEID, c.Reason, c.Revision))
+		}
+		return fmt.Sprint(s)
+	}
+	first := m.sync(poolRead{live: []snapEntry{{rec("echo", "a"), 3}, {rec("echo", "b"), 4}, {rec("echo", "c"), 5}},
+		removed: []removal{{id: "old", rev: 2, reason: events.ReasonFailed}}}, 0, time.Time{})
+	if got := str(first); got != "[add a registered@3 add b registered@4 add c registered@5]" {
+		t.Fatalf("first read: %s", got)
+	}
+	// a renewed (same element, later revision), b changed, c removed
+	// (failed), d came, and e came and went; x went without a trace.
+	m.known["x"] = peState{rev: 6, member: true}
+	changed := rec("echo", "b")
+	changed.Policy.Load = 0.5
+	diff := m.sync(poolRead{live: []snapEntry{{rec("echo", "a"), 9}, {changed, 10}, {rec("echo", "d"), 12}},
+		removed: []removal{{id: "c", rev: 11, reason: events.ReasonFailed}, {id: "e", rev: 13, reason: events.ReasonExpired}}, upTo: 14}, 0, time.Time{})
+	if got := str(diff); got != "[update b updated@10 add d registered@12 remove c failed@11 remove x expired@14]" {
+		t.Fatalf("resync: %s", got)
+	}
+	if m.barrier != 14 {
+		t.Fatalf("barrier %d, want 14", m.barrier)
+	}
+	// The same read again brings nothing.
+	if again := m.sync(poolRead{live: []snapEntry{{rec("echo", "a"), 9}, {changed, 10}, {rec("echo", "d"), 12}}, upTo: 14}, 0, time.Time{}); len(again) != 0 {
+		t.Fatalf("the same read again: %s", str(again))
+	}
+	// A member added by a change after the read began is not taken for gone.
+	if _, keep := m.apply(change(events.OpAdd, "late", 20)); !keep {
+		t.Fatal("late add dropped")
+	}
+	if diff := m.sync(poolRead{live: []snapEntry{{rec("echo", "a"), 9}, {changed, 10}, {rec("echo", "d"), 12}}, upTo: 15}, 0, time.Time{}); len(diff) != 0 {
+		t.Fatalf("a read that began before the late add: %s", str(diff))
+	}
+
+	// Resuming after revision 10, registered since the time of revision 10
+	// or not: a PE unchanged since is the reader's already.
+	at := time.Unix(1000, 0)
+	r := poolRead{live: []snapEntry{{rec("echo", "a"), 9}, {rec("echo", "b"), 11}, {rec("echo", "n"), 12}},
+		removed: []removal{{id: "c", rev: 8, reason: events.ReasonFailed}, {id: "d", rev: 13, reason: events.ReasonDeregistered}}, upTo: 13}
+	r.live[1].rec.RegisteredAt = at.Add(-time.Hour)
+	r.live[2].rec.RegisteredAt = at.Add(time.Second)
+	m2 := newMerger("default", 0)
+	m2.pool = "echo"
+	if got := str(m2.sync(r, 10, at)); got != "[update b updated@11 add n registered@12 remove d deregistered@13]" {
+		t.Fatalf("resumed: %s", got)
+	}
+	if st := m2.known["a"]; !st.member || st.rev != 9 {
+		t.Fatalf("a after the resumption: %+v, want a member at 9", st)
 	}
 }
