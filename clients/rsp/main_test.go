@@ -343,17 +343,61 @@ func TestDeregisterFromAnotherProcess(t *testing.T) {
 	wantFail(t, e.run("resolve", "echo"), 1, "not_found")
 }
 
-func TestRegisterLostExitsNonZero(t *testing.T) {
-	e := newEnv(t, true)
+// TestRegisterOutlivesNameServerOutages: rsp register started while no
+// name server runs keeps trying and registers once one runs; through an
+// outage of five lifetimes it says it is retrying, then lost, does not
+// exit, and registers again when a name server is back; SIGTERM then
+// deregisters it and it exits 0.
+func TestRegisterOutlivesNameServerOutages(t *testing.T) {
+	s := nstest.StartNATS(t)
+	e := &env{t: t, url: s.ClientURL(), dir: t.TempDir(), s: s}
 	reg := e.start("--timeout", "500ms", "register", "echo", "--addr", "tcp:127.0.0.1:7001", "--id", "p3", "--lifetime", "1s")
-	if l := reg.line(); !strings.HasPrefix(l, "p3 registered") {
-		t.Fatalf("register printed %q", l)
+	wantLine(t, reg, "p3 retrying: ")
+	ns := nstest.StartNameServer(t, s, server.Config{})
+	wantLine(t, reg, "p3 registered in pool echo")
+
+	ns.Stop()
+	wantLine(t, reg, "p3 retrying: ")
+	wantLine(t, reg, "p3 lost: ")
+	select {
+	case l := <-reg.lines:
+		t.Fatalf("register printed %q during the outage", l)
+	case <-reg.done:
+		t.Fatalf("register exited %d during the outage; stderr %q", reg.cmd.ProcessState.ExitCode(), reg.stderr.String())
+	case <-time.After(4 * time.Second):
 	}
-	e.s.Shutdown() // no NATS, no renewals
-	if code := reg.wait(); code != 1 {
-		t.Errorf("exit %d after losing the registration, want 1; stderr %q", code, reg.stderr.String())
+
+	nstest.StartNameServer(t, s, server.Config{})
+	wantLine(t, reg, "p3 registered again in pool echo")
+	if r := e.run("resolve", "echo"); r.code != 0 || !strings.Contains(r.stdout, "p3") {
+		t.Errorf("resolve: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
 	}
-	if !strings.Contains(reg.stderr.String(), "lost") {
-		t.Errorf("stderr %q does not say the registration was lost", reg.stderr.String())
+	if code := reg.stop(syscall.SIGTERM); code != 0 {
+		t.Errorf("exit %d after SIGTERM, want 0; stderr %q", code, reg.stderr.String())
+	}
+	wantLine(t, reg, "p3 deregistered")
+}
+
+// TestRegisterInterruptedBeforeRegistered: SIGINT while no registration
+// got through ends rsp register with 0, and a note that the PE could not
+// be deregistered.
+func TestRegisterInterruptedBeforeRegistered(t *testing.T) {
+	e := newEnv(t, false)
+	reg := e.start("--timeout", "500ms", "register", "echo", "--addr", "tcp:127.0.0.1:7001", "--id", "p4")
+	wantLine(t, reg, "p4 retrying: ")
+	if code := reg.stop(os.Interrupt); code != 0 {
+		t.Errorf("exit %d after SIGINT, want 0; stderr %q", code, reg.stderr.String())
+	}
+	if !strings.Contains(reg.stderr.String(), "p4 not deregistered") {
+		t.Errorf("stderr %q does not say p4 was not deregistered", reg.stderr.String())
+	}
+}
+
+// wantLine reads p's next line and fails the test unless it starts with
+// prefix.
+func wantLine(t *testing.T, p *proc, prefix string) {
+	t.Helper()
+	if l := p.line(); !strings.HasPrefix(l, prefix) {
+		t.Fatalf("rsp printed %q, want %q...", l, prefix)
 	}
 }

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nuid"
 	"github.com/spf13/cobra"
 
 	"github.com/rserpool/rsp/clients/rspclient"
@@ -27,9 +30,19 @@ func newRegisterCmd(g *globals) *cobra.Command {
 		Short: "Register a pool element and keep it registered until interrupted",
 		Long: `Register a pool element (PE) in POOL and keep it registered: rsp prints the PE id
 and "registered", renews the registration at a third of its lifetime, and on
-SIGINT or SIGTERM deregisters the PE and exits 0. It exits 1 if the name server
-refuses the registration, or if it is lost (refused or unanswered renewals for a
-whole lifetime).
+SIGINT or SIGTERM deregisters the PE (within --timeout) and exits 0.
+
+It never gives up while retrying can help: when no name server answers, the
+event stream elects a leader or NATS is out of reach, it keeps registering, with
+backoff, for as long as that lasts, also for the first registration, and prints
+each change of state on a line of its own:
+  ID retrying: ERR         renewals fail; the lifetime has not run out yet
+  ID lost: ERR             the lifetime ran out unrenewed: the name servers may
+                           have taken the PE out; registering again
+  ID registered again in pool POOL
+It exits 1 only when the registration is refused for a reason retrying cannot
+change: no permission (forbidden), the PE id belongs to another key (conflict),
+a bad request.
 
 Draining: rsp register only registers a service that runs elsewhere, so on
 SIGINT/SIGTERM it deregisters at once and exits; from then on no new client is
@@ -111,24 +124,93 @@ func parseAddr(s string) (events.Transport, error) {
 }
 
 func runRegister(ctx context.Context, g *globals, c *rspclient.Client, pool string, pe rspclient.PE) error {
-	rctx, cancel := g.ctxTimeout(ctx)
-	reg, err := c.Register(rctx, pool, pe)
-	cancel()
+	if pe.ID == "" {
+		pe.ID = nuid.Next() // the same id for every attempt
+	}
+	reg, err := registerFirst(ctx, g, c, pool, pe)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "%s registered in pool %s\n", reg.ID(), reg.Pool())
-	select {
-	case <-ctx.Done():
-	case <-reg.Done():
-		return fmt.Errorf("registration of %s in pool %s ended: %w", reg.ID(), reg.Pool(), reg.Err())
-	}
 	// Interrupted: deregister with a fresh bound, as ctx has ended.
-	dctx, cancel := g.ctxTimeout(context.Background())
-	defer cancel()
-	if err := reg.Deregister(dctx); err != nil {
-		return err
+	stop := func(deregister func(context.Context) error) error {
+		dctx, cancel := g.ctxTimeout(context.Background())
+		defer cancel()
+		return deregistered(g, pe.ID, deregister(dctx))
 	}
-	fmt.Fprintf(g.stdout, "%s deregistered\n", reg.ID())
+	if reg == nil {
+		// Before a registration got through: one that timed out may
+		// have been stored all the same.
+		return stop(func(ctx context.Context) error { return c.Deregister(ctx, pool, pe.ID) })
+	}
+	fmt.Fprintf(g.stdout, "%s registered in pool %s\n", reg.ID(), reg.Pool())
+	states := reg.StateChanged()
+	last := rspclient.Registered
+	for {
+		select {
+		case <-ctx.Done():
+			return stop(reg.Deregister)
+		case sc := <-states:
+			if sc.State == last {
+				continue
+			}
+			last = sc.State
+			switch sc.State {
+			case rspclient.Registered:
+				fmt.Fprintf(g.stdout, "%s registered again in pool %s\n", reg.ID(), reg.Pool())
+			case rspclient.Ended:
+				return fmt.Errorf("registration of %s in pool %s ended: %w", reg.ID(), reg.Pool(), reg.Err())
+			default:
+				fmt.Fprintf(g.stdout, "%s %s: %v\n", reg.ID(), sc.State, sc.Err)
+			}
+		}
+	}
+}
+
+// registerFirst registers pe, again and again while that fails for a
+// reason retrying can mend, until it is accepted, refused for good (the
+// error) or ctx ends (nil, nil). The first failure is printed as a
+// "retrying" line, the later ones are logged at debug level.
+func registerFirst(ctx context.Context, g *globals, c *rspclient.Client, pool string, pe rspclient.PE) (*rspclient.Registration, error) {
+	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond),
+		backoff.WithMaxInterval(2*time.Second), backoff.WithMaxElapsedTime(0))
+	for attempt := 1; ; attempt++ {
+		rctx, cancel := g.ctxTimeout(ctx)
+		reg, err := c.Register(rctx, pool, pe)
+		cancel()
+		switch {
+		case err == nil:
+			return reg, nil
+		case ctx.Err() != nil:
+			return nil, nil
+		case rspclient.IsPermanent(err):
+			return nil, err
+		case attempt == 1:
+			fmt.Fprintf(g.stdout, "%s %s: %v\n", pe.ID, rspclient.Retrying, err)
+		default:
+			g.log.Debug("registration failed, retrying", "pe_id", pe.ID, "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(b.NextBackOff()):
+		}
+	}
+}
+
+// deregistered reports the outcome err of the deregistration of id, at
+// SIGINT or SIGTERM: an error only for a refusal retrying cannot change.
+// When no name server answered in time, the PE leaves the pool once its
+// lifetime runs out.
+func deregistered(g *globals, id string, err error) error {
+	var ee *events.Error
+	switch {
+	case err == nil:
+		fmt.Fprintf(g.stdout, "%s deregistered\n", id)
+	case errors.As(err, &ee) && ee.Code == events.CodeNotFound: // was never stored
+	case rspclient.IsPermanent(err):
+		return err
+	default:
+		fmt.Fprintf(g.stderr, "rsp: %s not deregistered (%s); it leaves the pool once its lifetime runs out\n", id, oneLine(err.Error()))
+	}
 	return nil
 }
