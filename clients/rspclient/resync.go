@@ -38,13 +38,16 @@ const (
 
 // Resync retries: the first comes resyncRetryMin after a failure, each next
 // one twice as late up to resyncRetryMax, with ±20 % jitter. An attempt is
-// bounded by resyncAttemptMin at first, twice that after each failure, up
-// to the client's timeout: a store that answers again is read within about
-// a second, a pool too large to read in a second still gets read.
+// bounded by resyncAttemptMin for the first resyncShortAttempts, then
+// twice as long after each failure, up to the client's timeout: a store
+// that answers again is read within a second or two, and a pool too large
+// to read in a second still gets read.
 const (
 	resyncRetryMin   = 50 * time.Millisecond
 	resyncRetryMax   = time.Second
 	resyncAttemptMin = time.Second
+	// resyncShortAttempts: attempts bounded by resyncAttemptMin.
+	resyncShortAttempts = 5
 )
 
 // retryDelay is the wait before attempt n+1 after n failed attempts (n ≥ 1).
@@ -56,7 +59,10 @@ func retryDelay(n int) time.Duration {
 
 // attemptTimeout bounds attempt n+1 after n failed attempts.
 func attemptTimeout(n int, limit time.Duration) time.Duration {
-	return min(resyncAttemptMin<<min(n, 10), max(limit, resyncAttemptMin))
+	if n < resyncShortAttempts {
+		return resyncAttemptMin
+	}
+	return min(resyncAttemptMin<<min(n-resyncShortAttempts+1, 10), max(limit, resyncAttemptMin))
 }
 
 // resyncHub tells the watches of one client when to resync. It runs while

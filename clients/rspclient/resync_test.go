@@ -166,7 +166,8 @@ func TestWatchResyncAfterReconnect(t *testing.T) {
 	for range 3 {
 		nextWatched(t, w, 5*time.Second)
 	}
-	pc, err := pu.Cache(ctx, "rc", WithResync(0))
+	// A cache whose routine resyncs fail while the connection is down.
+	pc, err := pu.Cache(ctx, "rc", WithResync(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,6 +180,7 @@ func TestWatchResyncAfterReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the watcher's connection down", func() bool { return !nc.IsConnected() })
+	eventually(t, "the cache's resync failing", func() bool { _, err := pc.SyncState(); return err != nil })
 	if err := regs["b"].Deregister(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +411,9 @@ func TestRetryBackoff(t *testing.T) {
 	if retryDelay(20) < resyncRetryMax*8/10 {
 		t.Fatalf("retryDelay does not reach its cap: %s", retryDelay(20))
 	}
-	if a, b := attemptTimeout(0, 5*time.Second), attemptTimeout(10, 5*time.Second); a != resyncAttemptMin || b != 5*time.Second {
-		t.Fatalf("attempt timeouts %s .. %s, want %s .. 5s", a, b, resyncAttemptMin)
+	for n, want := range []time.Duration{time.Second, time.Second, time.Second, time.Second, time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second} {
+		if got := attemptTimeout(n, 5*time.Second); got != want {
+			t.Errorf("attemptTimeout(%d) = %s, want %s", n, got, want)
+		}
 	}
 }

@@ -312,6 +312,10 @@ func (w *poolWatch) run(ctx context.Context, period time.Duration, first []event
 			if !pending {
 				pending, since, why = true, time.Now(), "triggered"
 			}
+			if retry != nil { // a reconnect or a new name server: try now
+				retryTimer.Stop()
+				retry = nil
+			}
 		case <-tick:
 			if !pending {
 				pending, since, why = true, time.Now(), "periodic"
