@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
@@ -21,6 +23,8 @@ const waitTimeout = 10 * time.Second
 
 type env struct {
 	t    *testing.T
+	s    *natsserver.Server
+	ns   *server.NameServer
 	pe   *rspclient.Client
 	addr string // the DNS server's UDP and TCP address
 	regs map[string]*rspclient.Registration
@@ -31,7 +35,7 @@ type env struct {
 func newEnv(t *testing.T, o options) *env {
 	t.Helper()
 	s := nstest.StartNATS(t)
-	nstest.StartNameServer(t, s, server.Config{})
+	ns := nstest.StartNameServer(t, s, server.Config{})
 	pe, err := rspclient.New(nstest.Connect(t, s), rspclient.WithLogger(nstest.Logger()))
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +65,7 @@ func newEnv(t *testing.T, o options) *env {
 			t.Error("rsp-dns did not stop")
 		}
 	})
-	e := &env{t: t, pe: pe, regs: map[string]*rspclient.Registration{}}
+	e := &env{t: t, s: s, ns: ns, pe: pe, regs: map[string]*rspclient.Registration{}}
 	select {
 	case e.addr = <-addrs:
 	case err := <-done:
@@ -273,6 +277,76 @@ func TestDeregisteredDisappears(t *testing.T) {
 	eventually(t, "an empty pool is NXDOMAIN", func() bool {
 		return e.query("udp", name, dns.TypeA).Rcode == dns.RcodeNameError
 	})
+}
+
+// TestNameServerRestart: a PE dies (its connection closes, insecure mode:
+// no disconnect detection) while no name server runs, and the cache holds
+// a ghost (a PE announced whose removal never was); once a name server
+// runs again, the answers are current within a bound, the live PE in
+// every one of them.
+func TestNameServerRestart(t *testing.T) {
+	e := newEnv(t, options{})
+	e.register("echo", "pe-1", "127.0.0.1:7001")
+	const name = "echo.default.rsp."
+	answers := func() []string {
+		got := ips(e.query("udp", name, dns.TypeA))
+		slices.Sort(got)
+		if !slices.Contains(got, "127.0.0.1") {
+			t.Fatalf("the live PE missing from %v", got)
+		}
+		return got
+	}
+	eventually(t, "pe-1 answered", func() bool { return len(ips(e.query("udp", name, dns.TypeA))) == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	dying := nstest.Connect(t, e.s)
+	c2, err := rspclient.New(dying)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const lifetime = 600 * time.Millisecond
+	if _, err := c2.Register(ctx, "echo", rspclient.PE{ID: "pe-2", Lifetime: lifetime, Transports: []events.Transport{{Proto: "tcp", Addr: "127.0.0.2:7002"}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "pe-2 answered", func() bool { return slices.Equal(answers(), []string{"127.0.0.1", "127.0.0.2"}) })
+	// The ghost, at a revision after the cache's read.
+	js, err := jetstream.New(dying)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "KV_"+events.Bucket(events.DefaultScope))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ghost := events.Change{Scope: events.DefaultScope, Pool: "echo", Revision: st.CachedInfo().State.LastSeq, Op: events.OpAdd, PEID: "ghost",
+		Reason: events.ReasonRegistered, Element: &events.Element{PEID: "ghost", Transports: []events.Transport{{Proto: "tcp", Addr: "127.0.0.9:9"}}}}
+	if err := dying.Publish(events.Subject(events.DefaultScope, events.KindChanges, "echo"), events.Marshal(ghost)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the ghost answered", func() bool { return slices.Contains(answers(), "127.0.0.9") })
+
+	e.ns.Stop()
+	dying.Close()
+	time.Sleep(2 * lifetime) // pe-2's lifetime runs out while no name server runs
+	restarted := time.Now()
+	nstest.StartNameServer(t, e.s, server.Config{})
+	var ghostGone time.Duration
+	eventually(t, "only pe-1 answered", func() bool {
+		got := answers()
+		if ghostGone == 0 && !slices.Contains(got, "127.0.0.9") {
+			ghostGone = time.Since(restarted)
+		}
+		return slices.Equal(got, []string{"127.0.0.1"})
+	})
+	current := time.Since(restarted)
+	if ghostGone > 1500*time.Millisecond {
+		t.Errorf("the ghost answered until %s after the restart, want at most 1.5 s", ghostGone)
+	}
+	if current > lifetime+3*time.Second {
+		t.Errorf("answers current %s after the restart, want at most the lifetime + 3 s", current)
+	}
+	t.Logf("after the name server started again: the ghost gone in %s, the answers current in %s",
+		ghostGone.Round(time.Millisecond), current.Round(time.Millisecond))
 }
 
 func TestDig(t *testing.T) {

@@ -51,9 +51,12 @@ func command() *cobra.Command {
 
 TTL --ttl; NXDOMAIN for a pool without members; REFUSED outside "rsp." and
 for scopes not served (--scope, repeatable). Each (scope, pool) gets a
-PoolCache on its first query, kept current by the change stream; at most
---caches of them are kept (least recently used goes first), a cache of a pool
-without members at most --empty-ttl after its last query.
+PoolCache on its first query, kept current by the change stream and read
+afresh after a NATS reconnect or a name-server restart (within about a
+second; a failed read is retried, and the cache answers with what it has
+meanwhile); at most --caches of them are kept (least recently used goes
+first), a cache of a pool without members at most --empty-ttl after its last
+query.
 
 Credentials: --creds FILE (for every scope), else DIR/auth/creds/<scope>/pu.creds
 under --data when that file exists, else none (a name server run with
