@@ -118,6 +118,27 @@ func (c *Client) Register(ctx context.Context, pool string, pe PE) (*Registratio
 // again.
 func IsPermanent(err error) bool { return isPermanent(err) }
 
+// KeepTrying runs attempt (a first Register or Serve, say) until it
+// succeeds, fails with an error that IsPermanent (returned as it is), or
+// ctx ends (ctx's error, with the last attempt's), waiting between
+// attempts with exponential backoff and jitter, 50 ms to 2 s. Failures are
+// logged at debug level; first, when not nil, is told the first one. It
+// is for a PE that must come up during an outage: give it a fixed PE id,
+// or each Register draws a new one.
+func (c *Client) KeepTrying(ctx context.Context, what string, attempt func(context.Context) error, first func(error)) error {
+	failed := false
+	return retry(ctx, newBackoff(0), c.log, what, func(ctx context.Context) error {
+		err := attempt(ctx)
+		if err != nil && !failed && !isPermanent(err) && ctx.Err() == nil {
+			failed = true
+			if first != nil {
+				first(err)
+			}
+		}
+		return err
+	})
+}
+
 // registrationBody checks pool and pe and turns them into a registration
 // body (seq and time still unset).
 func (c *Client) registrationBody(pool string, pe PE) (events.Registration, error) {
