@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nuid"
 	"github.com/spf13/cobra"
 
@@ -169,32 +168,20 @@ func runRegister(ctx context.Context, g *globals, c *rspclient.Client, pool stri
 // registerFirst registers pe, again and again while that fails for a
 // reason retrying can mend, until it is accepted, refused for good (the
 // error) or ctx ends (nil, nil). The first failure is printed as a
-// "retrying" line, the later ones are logged at debug level.
+// "retrying" line.
 func registerFirst(ctx context.Context, g *globals, c *rspclient.Client, pool string, pe rspclient.PE) (*rspclient.Registration, error) {
-	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond),
-		backoff.WithMaxInterval(2*time.Second), backoff.WithMaxElapsedTime(0))
-	for attempt := 1; ; attempt++ {
-		rctx, cancel := g.ctxTimeout(ctx)
-		reg, err := c.Register(rctx, pool, pe)
-		cancel()
-		switch {
-		case err == nil:
-			return reg, nil
-		case ctx.Err() != nil:
-			return nil, nil
-		case rspclient.IsPermanent(err):
-			return nil, err
-		case attempt == 1:
-			fmt.Fprintf(g.stdout, "%s %s: %v\n", pe.ID, rspclient.Retrying, err)
-		default:
-			g.log.Debug("registration failed, retrying", "pe_id", pe.ID, "attempt", attempt, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, nil
-		case <-time.After(b.NextBackOff()):
-		}
+	var reg *rspclient.Registration
+	err := c.KeepTrying(ctx, "register", func(ctx context.Context) error {
+		var err error
+		reg, err = c.Register(ctx, pool, pe)
+		return err
+	}, func(err error) {
+		fmt.Fprintf(g.stdout, "%s %s: %v\n", pe.ID, rspclient.Retrying, err)
+	})
+	if err != nil && ctx.Err() != nil {
+		return nil, nil
 	}
+	return reg, err
 }
 
 // deregistered reports the outcome err of the deregistration of id, at

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
+
 	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/nameserver/auth"
@@ -37,6 +39,8 @@ type env struct {
 	dir  string
 	data string // echo's --data: where it looks for auth/creds/default/pe.creds
 	pu   *rspclient.Client
+	s    *natsserver.Server
+	ns   *server.NameServer // the first name server
 }
 
 // newEnv starts a NATS server and a name server in insecure mode (no
@@ -44,13 +48,13 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	s := nstest.StartNATS(t)
-	nstest.StartNameServer(t, s, server.Config{})
+	ns := nstest.StartNameServer(t, s, server.Config{})
 	pu, err := rspclient.New(nstest.Connect(t, s), rspclient.WithLogger(nstest.Logger()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	return &env{t: t, url: s.ClientURL(), dir: dir, data: filepath.Join(dir, "data"), pu: pu}
+	return &env{t: t, url: s.ClientURL(), dir: dir, data: filepath.Join(dir, "data"), pu: pu, s: s, ns: ns}
 }
 
 // newSecureEnv starts a NATS server in operator mode and a name server
@@ -562,6 +566,52 @@ func TestCookieHandoff(t *testing.T) {
 		return strings.Contains(b.stderr.String(), "session taken over from its cookie") &&
 			strings.Contains(b.stderr.String(), "session="+s.ID()+" n=3")
 	})
+}
+
+// TestOutlivesNameServerOutage: echo keeps serving and renewing through a
+// name-server outage of five lifetimes, logs that renewals fail and that
+// its lifetime ran out, does not exit, and is registered again (logged)
+// once a name server runs; SIGTERM then drains it and it exits 0. Another
+// key's echo with the same PE id is refused for good: it exits 1 at once,
+// naming the refusal.
+func TestOutlivesNameServerOutage(t *testing.T) {
+	e := newEnv(t)
+	a := e.startEcho("a", "--timeout", "500ms")
+	waitFor(t, 5*time.Second, "a resolved", func() bool { return e.resolves("a") })
+
+	e.ns.Stop()
+	waitFor(t, 3*time.Second, "a logs failing renewals and its lifetime running out", func() bool {
+		return strings.Contains(a.stderr.String(), "renewal failed: retrying") &&
+			strings.Contains(a.stderr.String(), "lifetime ran out unrenewed")
+	})
+	select {
+	case <-a.done:
+		t.Fatalf("echo exited %d during the outage", a.cmd.ProcessState.ExitCode())
+	case <-time.After(4 * time.Second):
+	}
+	if strings.Contains(a.stderr.String(), "registered again") {
+		t.Fatal("registered again while no name server ran")
+	}
+	nstest.StartNameServer(t, e.s, server.Config{})
+	waitFor(t, 5*time.Second, "a logs that it is registered again", func() bool {
+		return strings.Contains(a.stderr.String(), "registered again")
+	})
+	if r := request(t, e.session(1), "x"); r.PEID != "a" {
+		t.Errorf("reply from %s, want a", r.PEID)
+	}
+
+	thief := exec.Command(echoBin, "--nats", e.url, "--id", "a", "--key", filepath.Join(e.dir, "thief.nk"), "--data", e.data)
+	thief.Env = append(os.Environ(), "RSP_SCOPE=", "RSP_CREDS=", "RSP_NATS=")
+	out, err := thief.CombinedOutput()
+	refused := bytes.Contains(out, []byte(events.CodeForbidden)) || bytes.Contains(out, []byte(events.CodeConflict))
+	if code := thief.ProcessState.ExitCode(); code != 1 || !refused {
+		t.Errorf("echo with another key's PE id: exit %d (%v), output %q; want 1, forbidden or conflict", code, err, out)
+	}
+
+	a.signal(t, syscall.SIGTERM)
+	if code := a.wait(t, 10*time.Second); code != 0 {
+		t.Errorf("exit %d after SIGTERM, want 0", code)
+	}
 }
 
 // TestHelpAndFlags: --help explains; bad flags fail.

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nuid"
 	"github.com/spf13/cobra"
 
 	"github.com/rserpool/rsp/clients/rspclient"
@@ -57,9 +58,16 @@ goes on from there: the session's state survives the failover.
 
 SIGINT or SIGTERM drain the PE: it deregisters at once (no new session selects
 it), keeps answering the sessions that stay with it until none sent a request
-for --idle or --drain-timeout passed, then exits 0. It exits 1 if it cannot
-register, or if its registration is refused or lost (renewals unanswered for a
-whole lifetime).
+for --idle or --drain-timeout passed, then exits 0.
+
+It never gives up while retrying can help: when no name server answers, the
+event stream elects a leader or NATS is out of reach, it keeps registering (the
+first time too), with backoff, for as long as that lasts, serving all along,
+and logs it: a warning when renewals begin to fail and when the lifetime ran
+out unrenewed (the name servers may have taken the PE out), an info line when
+it is registered again. It exits 1 only when its registration is refused for a
+reason retrying cannot change: no permission (forbidden), the PE id belongs to
+another key (conflict), a bad request.
 
 Credentials follow the rsp CLI: --creds FILE, else DIR/auth/creds/<scope>/pe.creds
 under --data when that file exists, else none (a name server run with
@@ -132,9 +140,19 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	e := &echo{log: log, sessions: map[string]*session{}}
-	pe := rspclient.PE{ID: o.id, Lifetime: o.lifetime}
-	srv, err := c.Serve(ctx, o.pool, pe, e.handle, rspclient.WithWorkers(o.workers), rspclient.WithIdle(o.idle))
-	if err != nil {
+	pe := rspclient.PE{ID: cmp.Or(o.id, nuid.Next()), Lifetime: o.lifetime} // the same id for every attempt
+	var srv *rspclient.Server
+	err = c.KeepTrying(ctx, "serve", func(ctx context.Context) error {
+		var err error
+		srv, err = c.Serve(ctx, o.pool, pe, e.handle, rspclient.WithWorkers(o.workers), rspclient.WithIdle(o.idle))
+		return err
+	}, func(err error) {
+		log.Warn("not registered yet: retrying", "pool", o.pool, "pe_id", pe.ID, "err", err)
+	})
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return deregister(c, o, pe.ID, log)
+	case err != nil:
 		return err
 	}
 	log = log.With("pool", o.pool, "pe_id", srv.ID())
@@ -143,7 +161,7 @@ func run(ctx context.Context, o options) error {
 	go e.sweep(ctx, 10*time.Minute)
 
 	select {
-	case <-srv.Registration().Done():
+	case <-srv.Registration().Done(): // refused for good
 		err := srv.Registration().Err()
 		log.Error("registration ended", "err", err)
 		cctx, cancel := context.WithTimeout(context.Background(), o.timeout)
@@ -160,6 +178,25 @@ func run(ctx context.Context, o options) error {
 		log.Warn("drain", "err", err)
 	}
 	log.Info("drained", "took", time.Since(start).Round(time.Millisecond), "requests", e.requests())
+	return nil
+}
+
+// deregister takes out the PE at SIGINT or SIGTERM before a registration
+// got through: one that timed out may have been stored all the same.
+func deregister(c *rspclient.Client, o options, id string, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	err := c.Deregister(ctx, o.pool, id)
+	var ee *events.Error
+	switch {
+	case err == nil:
+		log.Info("deregistered", "pool", o.pool, "pe_id", id)
+	case errors.As(err, &ee) && ee.Code == events.CodeNotFound: // never stored
+	case rspclient.IsPermanent(err):
+		return err
+	default:
+		log.Warn("not deregistered: it leaves the pool once its lifetime runs out", "pool", o.pool, "pe_id", id, "err", err)
+	}
 	return nil
 }
 
