@@ -130,8 +130,14 @@
 //
 // Register itself returns once the first registration is accepted, or an
 // error within the client's timeout; a PE that must come up during an
-// outage calls it again, with the same PE id, until it passes or
-// IsPermanent(err) (rsp register and services/echo do).
+// outage calls it again, with the same PE id, through Client.KeepTrying
+// (rsp register and services/echo do):
+//
+//	pe.ID = "echo-1" // the same id for every attempt
+//	err := c.KeepTrying(ctx, "register", func(ctx context.Context) error {
+//		reg, err = c.Register(ctx, "echo", pe)
+//		return err
+//	}, nil)
 //
 // Losing a NATS server: give the connection every server of the cluster
 // (natsconn.Dial takes a comma-separated list; nats.go also learns the
