@@ -3,15 +3,12 @@ package rspclient
 import (
 	"context"
 	"errors"
-	"net"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/nameserver/nstest"
 )
 
 // nextWatched returns the next change of w, failing after within.
@@ -130,16 +127,6 @@ func registerAll(ctx context.Context, t *testing.T, pe *Client, pool string, ids
 	return regs
 }
 
-// gateDialer dials normally while open, and fails while closed.
-type gateDialer struct{ closed atomic.Bool }
-
-func (d *gateDialer) Dial(network, addr string) (net.Conn, error) {
-	if d.closed.Load() {
-		return nil, errors.New("gate closed")
-	}
-	return net.Dial(network, addr)
-}
-
 // TestWatchResyncAfterReconnect: the changes announced while the watcher's
 // connection was down reach it, with their reasons, by the resync that
 // follows its reconnect; a cache on the same connection follows too.
@@ -150,14 +137,7 @@ func TestWatchResyncAfterReconnect(t *testing.T) {
 	defer cancel()
 	pe := newClient(t, connect(t, s))
 	regs := registerAll(ctx, t, pe, "rc", "a", "b", "c")
-	gate := &gateDialer{}
-	reconnected := make(chan time.Time, 4)
-	nc, err := nats.Connect(s.ClientURL(), nats.SetCustomDialer(gate), nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1),
-		nats.ReconnectHandler(func(*nats.Conn) { reconnected <- time.Now() }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc, gate := nstest.ConnectGated(t, s)
 	pu := newClient(t, nc)
 	w, err := pu.Watcher(ctx, "rc")
 	if err != nil {
@@ -174,12 +154,7 @@ func TestWatchResyncAfterReconnect(t *testing.T) {
 	defer pc.Close()
 
 	// Cut the watcher off, change the pool, let it back.
-	gate.closed.Store(true)
-	cid, _ := nc.GetClientID()
-	if err := s.DisconnectClientByID(cid); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the watcher's connection down", func() bool { return !nc.IsConnected() })
+	gate.CutOff(t)
 	eventually(t, "the cache's resync failing", func() bool { _, err := pc.SyncState(); return err != nil })
 	if err := regs["b"].Deregister(ctx); err != nil {
 		t.Fatal(err)
@@ -187,13 +162,7 @@ func TestWatchResyncAfterReconnect(t *testing.T) {
 	if _, err := pe.Register(ctx, "rc", PE{ID: "d", Transports: tcp1, Lifetime: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	gate.closed.Store(false)
-	var at time.Time
-	select {
-	case at = <-reconnected:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no reconnect")
-	}
+	at := gate.Open(t)
 	seen := map[string]events.Change{}
 	for len(seen) < 2 {
 		ch := nextWatched(t, w, time.Second)

@@ -50,6 +50,7 @@ type Monitor struct {
 	history []statsMsg // the last historyLen stats, oldest first
 
 	nameServers *nameServers
+	mirror      *mirror // what the open pages were told
 
 	done     chan struct{} // closed by Close: streams end
 	doneOnce sync.Once
@@ -65,7 +66,7 @@ func New(cfg Config) *Monitor {
 		cfg.Logger = slog.Default()
 	}
 	return &Monitor{cfg: cfg, log: cfg.Logger.With("component", "monitor"), clients: map[*client]struct{}{}, done: make(chan struct{}),
-		nameServers: newNameServers()}
+		nameServers: newNameServers(), mirror: newMirror()}
 }
 
 // Attach starts showing the replicas: their change streams and the beats
@@ -92,6 +93,7 @@ func (m *Monitor) Attach(servers ...*server.NameServer) error {
 	m.servers = servers
 	m.mu.Unlock()
 	go m.statsLoop()
+	go m.reconcileLoop()
 	return nil
 }
 

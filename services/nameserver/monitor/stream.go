@@ -154,6 +154,7 @@ func (m *Monitor) changed(n *server.NameServer, ch events.Change) {
 	if m.clientCount() == 0 {
 		return // nobody watches: no record lookup, no encoding
 	}
+	m.mirror.sent(ch)
 	msg := changeMsg{Time: time.Now().UTC(), Change: ch}
 	if ch.Element != nil {
 		msg.Policy = ch.Element.Policy.Name
