@@ -31,10 +31,11 @@ func newRegisterCmd(g *globals) *cobra.Command {
 and "registered", renews the registration at a third of its lifetime, and on
 SIGINT or SIGTERM deregisters the PE (within --timeout) and exits 0.
 
-It never gives up while retrying can help: when no name server answers, the
-event stream elects a leader or NATS is out of reach, it keeps registering, with
-backoff, for as long as that lasts, also for the first registration, and prints
-each change of state on a line of its own:
+Once connected to NATS it never gives up while retrying can help: when no name
+server answers, the event stream elects a leader or the connection is down (it
+reconnects by itself), it keeps registering, with backoff, for as long as that
+lasts, also for the first registration, and prints each change of state on a
+line of its own:
   ID retrying: ERR         renewals fail; the lifetime has not run out yet
   ID lost: ERR             the lifetime ran out unrenewed: the name servers may
                            have taken the PE out; registering again

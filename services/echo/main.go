@@ -61,9 +61,9 @@ it), keeps answering the sessions that stay with it until none sent a request
 for --idle or --drain-timeout passed, then exits 0.
 
 It never gives up while retrying can help: when no name server answers, the
-event stream elects a leader or NATS is out of reach, it keeps registering (the
-first time too), with backoff, for as long as that lasts, serving all along,
-and logs it: a warning when renewals begin to fail and when the lifetime ran
+event stream elects a leader or the NATS connection is down (it reconnects by
+itself), it keeps registering (the first time too), with backoff, for as long
+as that lasts, serving all along, and logs it: a warning when renewals begin to fail and when the lifetime ran
 out unrenewed (the name servers may have taken the PE out), an info line when
 it is registered again. It exits 1 only when its registration is refused for a
 reason retrying cannot change: no permission (forbidden), the PE id belongs to
