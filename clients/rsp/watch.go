@@ -18,7 +18,10 @@ func newWatchCmd(g *globals) *cobra.Command {
 		Long: `Print the current pool elements of POOL (as "add ... registered" lines), then
 one line per change of the pool (add, update, remove, with the reason) until
 interrupted: "OP PE_ID REASON rev=REVISION TRANSPORTS". With --json each line is
-the change's JSON body. Exits 0 on SIGINT or SIGTERM.`,
+the change's JSON body. After a NATS reconnect or a name-server restart the
+pool is read again and what changed meanwhile is printed (removals with their
+reasons). Exits 0 on SIGINT or SIGTERM, 1 when the watch ends otherwise (the
+connection closed).`,
 		Example: `  rsp watch echo
   rsp watch echo --json | jq .pe_id`,
 		Args: exactArgs("POOL"),
@@ -29,11 +32,11 @@ the change's JSON body. Exits 0 on SIGINT or SIGTERM.`,
 			}
 			defer nc.Close()
 			ctx := cmd.Context()
-			changes, err := c.Watch(ctx, args[0])
+			w, err := c.Watcher(ctx, args[0])
 			if err != nil {
 				return err
 			}
-			for ch := range changes {
+			for ch := range w.Changes() {
 				if asJSON {
 					fmt.Fprintf(g.stdout, "%s\n", events.Marshal(ch))
 					continue
@@ -45,7 +48,7 @@ the change's JSON body. Exits 0 on SIGINT or SIGTERM.`,
 				fmt.Fprintf(g.stdout, "%s %s %s rev=%d%s\n", ch.Op, ch.PEID, cmp.Or(ch.Reason, "-"), ch.Revision, tr)
 			}
 			if ctx.Err() == nil {
-				return fmt.Errorf("watch %s: connection closed", args[0])
+				return fmt.Errorf("watch %s: %w", args[0], w.Err())
 			}
 			return nil
 		},

@@ -3,10 +3,10 @@ package rspclient
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -66,9 +66,11 @@ func (c *Client) readPool(ctx context.Context, pool string) (poolRead, error) {
 		return poolRead{}, fmt.Errorf("name space %s: %w", events.Bucket(c.scope), err)
 	}
 	var r poolRead
+	began := time.Now()
 	if st, err := kv.Status(ctx); err == nil {
 		if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo() != nil {
 			r.upTo = bs.StreamInfo().State.LastSeq
+			c.anchor(r.upTo, began)
 		}
 	}
 	var markers []removal
@@ -189,38 +191,112 @@ func (c *Client) readEntries(ctx context.Context, kv jetstream.KeyValue, filter 
 var ErrCompacted = errors.New("revision no longer resumable: the name space keeps removals for 1 min")
 
 // resumable checks that a watch can resume after revision rev: every
-// removal after it is still in the bucket. It returns the time of rev (an
-// upper bound: the first message the bucket holds from rev on), which
-// tells PEs registered since then from older ones.
+// removal after it is still in the bucket, that is, every revision after
+// rev was written less than removalsHeld ago. A stream does not keep the
+// time of a revision whose message is gone (a renewal supersedes the
+// record before it), so it takes the latest of these lower bounds of the
+// time of rev+1, and refuses when there is none recent enough:
+//   - an anchor: a read of the bucket by this process that found its last
+//     revision at or below rev, and the moment that read began;
+//   - the time of the message at rev, when the bucket still holds it;
+//   - the time of the bucket's first message, when that is at or below
+//     rev.
+//
+// The bound returned tells PEs registered since rev from older ones.
 func (c *Client) resumable(ctx context.Context, rev uint64) (time.Time, error) {
-	st, err := c.js.Stream(ctx, "KV_"+events.Bucket(c.scope))
+	bucket := events.Bucket(c.scope)
+	began := time.Now()
+	st, err := c.js.Stream(ctx, "KV_"+bucket)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return time.Time{}, fmt.Errorf("revision %d: no name space %s: %w", rev, events.Bucket(c.scope), ErrCompacted)
+		return time.Time{}, fmt.Errorf("revision %d: no name space %s: %w", rev, bucket, ErrCompacted)
 	}
 	if err != nil {
 		return time.Time{}, fmt.Errorf("name space stream: %w", err)
 	}
 	state := st.CachedInfo().State
+	c.anchor(state.LastSeq, began)
 	if rev > state.LastSeq {
 		return time.Time{}, fmt.Errorf("revision %d is beyond the name space's last, %d: %w", rev, state.LastSeq, ErrCompacted)
 	}
-	// Removals from the first message stored at horizon on are still held.
+	after := c.anchorOf(rev)
+	if m, err := st.GetMsg(ctx, rev); err == nil {
+		after = later(after, m.Time)
+	}
+	if state.FirstSeq <= rev {
+		after = later(after, state.FirstTime)
+	}
+	if rev == state.LastSeq {
+		after = later(after, began) // nothing after rev
+	}
 	horizon := later(time.Now(), state.LastTime).Add(-removalsHeld)
-	first, _, err := c.firstFrom(ctx, "KV_"+events.Bucket(c.scope), horizon)
-	if err != nil {
-		return time.Time{}, err
+	if after.Before(horizon) {
+		return time.Time{}, fmt.Errorf("revision %d (last %d): not known to be recent enough that the removals after it are all still held: %w",
+			rev, state.LastSeq, ErrCompacted)
 	}
-	if first == 0 {
-		first = state.LastSeq + 1 // nothing since the horizon
+	return after, nil
+}
+
+// Anchors: per connection and bucket, revisions the bucket had not passed
+// at a known moment (of this host's clock).
+type anchorKey struct {
+	nc     *nats.Conn
+	bucket string
+}
+
+type revAnchor struct {
+	rev    uint64    // the bucket's last revision was at most rev ...
+	before time.Time // ... at this moment: every later one was written after it
+}
+
+var (
+	anchorsMu sync.Mutex
+	anchors   = map[anchorKey][]revAnchor{}
+)
+
+// anchor records that the bucket's last revision, read after at, was rev.
+func (c *Client) anchor(rev uint64, at time.Time) {
+	k := anchorKey{c.nc, events.Bucket(c.scope)}
+	anchorsMu.Lock()
+	defer anchorsMu.Unlock()
+	as := anchors[k]
+	// Keep them sorted by revision, the latest moment per revision, for
+	// RemovalsKept.
+	i, found := slices.BinarySearchFunc(as, rev, func(a revAnchor, r uint64) int { return cmp.Compare(a.rev, r) })
+	switch {
+	case found:
+		as[i].before = later(as[i].before, at)
+	default:
+		as = slices.Insert(as, i, revAnchor{rev, at})
 	}
-	if rev+1 < first {
-		return time.Time{}, fmt.Errorf("revision %d: removals are held from revision %d on: %w", rev, first, ErrCompacted)
+	if len(as) > maxAnchors {
+		as = slices.Delete(as, 0, len(as)-maxAnchors)
 	}
-	var at time.Time
-	if m, err := st.GetMsg(ctx, max(rev, 1), jetstream.WithGetMsgSubject("$KV."+events.Bucket(c.scope)+".>")); err == nil {
-		at = m.Time
+	anchors[k] = as
+	stale := func(a revAnchor) bool { return time.Since(a.before) > RemovalsKept }
+	for k, as := range anchors {
+		if as = slices.DeleteFunc(as, stale); len(as) == 0 {
+			delete(anchors, k)
+		} else {
+			anchors[k] = as
+		}
 	}
-	return at, nil
+}
+
+// maxAnchors bounds the anchors kept per connection and bucket.
+const maxAnchors = 256
+
+// anchorOf returns the latest moment after which every revision above rev
+// was written, as the anchors tell; zero when they do not.
+func (c *Client) anchorOf(rev uint64) time.Time {
+	anchorsMu.Lock()
+	defer anchorsMu.Unlock()
+	var t time.Time
+	for _, a := range anchors[anchorKey{c.nc, events.Bucket(c.scope)}] {
+		if a.rev <= rev {
+			t = later(t, a.before)
+		}
+	}
+	return t
 }
 
 func later(a, b time.Time) time.Time {
@@ -228,38 +304,4 @@ func later(a, b time.Time) time.Time {
 		return b
 	}
 	return a
-}
-
-// firstFrom returns the sequence and time of the first message the stream
-// holds stored at t or later; 0 when there is none.
-func (c *Client) firstFrom(ctx context.Context, stream string, t time.Time) (uint64, time.Time, error) {
-	req, _ := json.Marshal(struct {
-		StartTime time.Time `json:"start_time"`
-	}{t.UTC()})
-	msg, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, req)
-	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("name space stream: %w", err)
-	}
-	var resp struct {
-		Message *struct {
-			Seq  uint64    `json:"seq"`
-			Time time.Time `json:"time"`
-		} `json:"message"`
-		Error *struct {
-			Code        int    `json:"code"`
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return 0, time.Time{}, fmt.Errorf("name space stream: %w", err)
-	}
-	switch {
-	case resp.Error != nil && resp.Error.Code == 404:
-		return 0, time.Time{}, nil
-	case resp.Error != nil:
-		return 0, time.Time{}, fmt.Errorf("name space stream: %s", resp.Error.Description)
-	case resp.Message == nil:
-		return 0, time.Time{}, errors.New("name space stream: empty answer")
-	}
-	return resp.Message.Seq, resp.Message.Time, nil
 }

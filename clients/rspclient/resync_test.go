@@ -9,6 +9,7 @@ import (
 
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/nameserver/nstest"
+	"github.com/rserpool/rsp/services/nameserver/server"
 )
 
 // nextWatched returns the next change of w, failing after within.
@@ -132,18 +133,19 @@ func registerAll(ctx context.Context, t *testing.T, pe *Client, pool string, ids
 // follows its reconnect; a cache on the same connection follows too.
 func TestWatchResyncAfterReconnect(t *testing.T) {
 	s := startNATS(t)
-	startNameServer(t, s)
+	// One report takes a PE out (reason failed), without a check.
+	nstest.StartNameServer(t, s, server.Config{NoChecks: true, MaxBadPEReports: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	pe := newClient(t, connect(t, s))
-	regs := registerAll(ctx, t, pe, "rc", "a", "b", "c")
+	regs := registerAll(ctx, t, pe, "rc", "a", "b", "c", "f")
 	nc, gate := nstest.ConnectGated(t, s)
 	pu := newClient(t, nc)
 	w, err := pu.Watcher(ctx, "rc")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 3 {
+	for range 4 {
 		nextWatched(t, w, 5*time.Second)
 	}
 	// A cache whose routine resyncs fail while the connection is down.
@@ -153,27 +155,39 @@ func TestWatchResyncAfterReconnect(t *testing.T) {
 	}
 	defer pc.Close()
 
-	// Cut the watcher off, change the pool, let it back.
+	// Cut the watcher off; meanwhile b deregisters, f is reported failed
+	// and taken out, d comes. Then let it back.
 	gate.CutOff(t)
 	eventually(t, "the cache's resync failing", func() bool { _, err := pc.SyncState(); return err != nil })
 	if err := regs["b"].Deregister(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if err := newClient(t, connect(t, s)).ReportFailure(ctx, "rc", "f", "refused"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := pe.Register(ctx, "rc", PE{ID: "d", Transports: tcp1, Lifetime: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, "f out of the name space", func() bool {
+		recs, err := pe.Pools(ctx)
+		return err == nil && !slices.ContainsFunc(recs, func(r events.Record) bool { return r.PEID == "f" })
+	})
 	at := gate.Open(t)
 	seen := map[string]events.Change{}
-	for len(seen) < 2 {
+	for len(seen) < 3 {
 		ch := nextWatched(t, w, time.Second)
 		seen[ch.Op+" "+ch.PEID] = ch
 	}
 	took := time.Since(at)
+	// The reasons come from the purge markers (Rsp-Reason).
 	if rm, ok := seen["remove b"]; !ok || rm.Reason != events.ReasonDeregistered {
-		t.Fatalf("after the reconnect: %v, want remove b (deregistered) and add d", seen)
+		t.Fatalf("after the reconnect: %v, want remove b (deregistered), remove f (failed), add d", seen)
+	}
+	if rm, ok := seen["remove f"]; !ok || rm.Reason != events.ReasonFailed {
+		t.Fatalf("after the reconnect: %v, want remove b (deregistered), remove f (failed), add d", seen)
 	}
 	if _, ok := seen["add d"]; !ok {
-		t.Fatalf("after the reconnect: %v, want remove b and add d", seen)
+		t.Fatalf("after the reconnect: %v, want remove b, remove f, add d", seen)
 	}
 	eventually(t, "the cache has a, c, d", func() bool { return slices.Equal(ids(pc.Members()), []string{"a", "c", "d"}) })
 	if _, err := pc.SyncState(); err != nil {
@@ -268,36 +282,28 @@ func TestWatchResumeTooOld(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	pe := newClient(t, connect(t, s))
-	if _, err := pe.Register(ctx, "old", PE{ID: "a", Transports: tcp1, Lifetime: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
+	registerAll(ctx, t, pe, "old", "a")
 	pu := newClient(t, connect(t, s))
-	rev := lastRevision(t, pu)
-	// A recent revision resumes.
-	w, err := pu.Watcher(ctx, "old", WithRevision(rev))
+	w, err := pu.Watcher(ctx, "old")
 	if err != nil {
-		t.Fatalf("resuming from the last revision: %v", err)
-	}
-	_ = w
-
-	// A change after rev, then time passes: shrink what the bucket keeps
-	// to 300 ms for the test, so that once that change is older than
-	// that, rev is too old (its marker, had it been a removal, could be
-	// gone).
-	if _, err := pe.Register(ctx, "old", PE{ID: "b", Transports: tcp1, Lifetime: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
+	nextWatched(t, w, 5*time.Second)
+	rev := w.Revision()
+	// Changes after rev: a's record (at or before rev) is superseded.
+	if err := newClient(t, connect(t, s)).ReportFailure(ctx, "old", "a", "x"); err != nil {
+		t.Fatal(err)
+	}
+	registerAll(ctx, t, pe, "old", "b", "a")
+	// A recent revision resumes.
+	if _, err := pu.Watcher(ctx, "old", WithRevision(rev)); err != nil {
+		t.Fatalf("resuming from a recent revision: %v", err)
+	}
+	// Shrink what the bucket keeps to 300 ms for the test: once that has
+	// passed, rev is too old (a removal after it could be gone).
 	defer func(d time.Duration) { removalsHeld = d }(removalsHeld)
 	removalsHeld = 300 * time.Millisecond
 	time.Sleep(2 * removalsHeld)
-	if _, err := pe.Register(ctx, "old", PE{ID: "c", Transports: tcp1, Lifetime: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
-	// The revision just before c's is still fine ...
-	if _, err := pu.Watcher(ctx, "old", WithRevision(lastRevision(t, pu)-1)); err != nil {
-		t.Fatalf("resuming from before the last change: %v", err)
-	}
-	// ... the one before b's is not.
 	_, err = pu.Watcher(ctx, "old", WithRevision(rev))
 	if !errors.Is(err, ErrCompacted) {
 		t.Fatalf("resuming from an old revision: %v, want ErrCompacted", err)

@@ -49,10 +49,15 @@ type watchOptions struct {
 // included: the bucket keeps one revision per PE), and for each PE removed,
 // one "remove" with the reason its purge marker gives — then goes on as
 // any watch. A change may come twice (once before the resume, once
-// after); none is missed. The bucket keeps removals for RemovalsKept: a
-// revision older than that (or one the bucket never reached) is refused
-// with ErrCompacted, and the caller starts a watch without WithRevision.
-// rev 0 means no resumption.
+// after); none is missed. The bucket keeps removals for RemovalsKept, and
+// not the time of a revision whose message is gone, so a revision resumes
+// only when it is known to be recent: a watch or cache of the same
+// connection read the bucket at or below it less than RemovalsKept ago
+// (less a margin for clock skew), or the bucket still holds its message.
+// Others, and revisions the bucket never reached (it was made anew), are
+// refused with ErrCompacted: the caller then starts a watch without
+// WithRevision and takes its snapshot as the members. rev 0 means no
+// resumption.
 func WithRevision(rev uint64) WatchOption {
 	return func(o *watchOptions) error {
 		o.rev = rev
