@@ -293,6 +293,19 @@ func TestPUPermissions(t *testing.T) {
 	if _, err := chg.NextMsg(5 * time.Second); err != nil {
 		t.Fatalf("pu changes: %v", err)
 	}
+	beats, err := pu.SubscribeSync("rsp.default.nameservers.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pu.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Publish("rsp.default.nameservers.ns1", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := beats.NextMsg(5 * time.Second); err != nil {
+		t.Fatalf("pu name-server beats: %v", err)
+	}
 
 	kv, err := js.KeyValue(ctx(t), events.Bucket("default"))
 	if err != nil {

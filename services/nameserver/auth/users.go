@@ -73,8 +73,10 @@ func ParseRole(s string) (Role, error) {
 //     .S.>, $JS.API.CONSUMER.DELETE.S.>, $JS.API.DIRECT.GET.S and .S.>,
 //     $JS.API.STREAM.MSG.GET.S, and $JS.FC.S.> (flow-control replies of
 //     a watch's ordered consumer; large buckets stall without them);
-//     subscribe rsp.<scope>.changes.<P> and _INBOX.>. The bucket is read
-//     scope-wide whatever the pools.
+//     subscribe rsp.<scope>.changes.<P>, rsp.<scope>.nameservers.* (the
+//     name-server beats, after which watches and caches read their pool
+//     again) and _INBOX.>. The bucket is read scope-wide whatever the
+//     pools.
 func Permissions(scope string, role Role, pools []string) (jwt.Permissions, error) {
 	var p jwt.Permissions
 	if err := events.CheckScope(scope); err != nil {
@@ -114,7 +116,7 @@ func Permissions(scope string, role Role, pools []string) (jwt.Permissions, erro
 			p.Sub.Allow.Add(events.Subject(scope, events.KindChanges, pool))
 		}
 		p.Pub.Allow.Add(bucketReadAPI(scope)...)
-		p.Sub.Allow.Add("_INBOX.>")
+		p.Sub.Allow.Add(events.NameServersSubject(scope), "_INBOX.>")
 	}
 	return p, nil
 }
