@@ -51,6 +51,30 @@
 //     Use it for PUs that select often (per request or per connection) or
 //     must keep selecting through a name-server outage.
 //
+// # Watches and caches through faults
+//
+// Watch, Watcher and Cache follow a pool through its change notifications,
+// plain NATS messages: the ones sent while the client's connection is down
+// are lost. Renewals make no change notification, so a watch or a cache
+// never sees a PE's lifetime run out by itself: a PE leaves when a name
+// server announces its removal (deregistered, expired, failed,
+// disconnected; a replica that starts after all were down announces the
+// removals of the PEs that died meanwhile) or when the watch finds it gone
+// by reading the pool from the name space again, a resync. A resync
+// happens after the connection reconnects, when a name server of the
+// scope starts or comes back (its beats on rsp.<scope>.nameservers.<id>
+// tell; the pu role may subscribe to them), and every DefaultResync; it
+// takes tens of milliseconds once the name space answers, and a failed one
+// is tried again about every second until it succeeds. It delivers the
+// difference: removals with the reason the bucket's purge marker names
+// (header Rsp-Reason, kept RemovalsKept), adds and updates. A watch
+// reports why it ended (Watcher.Err) and resumes from a revision
+// (WithRevision, ErrCompacted when the bucket may no longer hold the
+// removals after it). While a resync fails, a cache serves the members it
+// has (PoolCache.SyncState tells since when): the name servers hold every
+// lifetime while renewals cannot be stored, so those are the members the
+// name space holds too.
+//
 // # Sessions and serving
 //
 // Client.NewSession and Client.Serve carry a PU's requests to PEs over
