@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
+
 	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/nameserver/nstest"
@@ -32,6 +34,7 @@ const wait = 10 * time.Second // bound of every wait
 // server, and a client that registers the PEs.
 type env struct {
 	t   *testing.T
+	s   *natsserver.Server
 	url string
 	c   *rspclient.Client
 }
@@ -44,7 +47,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, url: s.ClientURL(), c: c}
+	return &env{t: t, s: s, url: s.ClientURL(), c: c}
 }
 
 // pe is a TCP echo server registered as a PE of pool "echo": it answers
@@ -100,8 +103,14 @@ func (e *env) startPE(id string) *pe {
 // once the cache holds n members; it stops at the end of the test.
 func (e *env) startProxy(n int) (addr string, pc *rspclient.PoolCache) {
 	e.t.Helper()
+	return e.startProxyOn(e.c, n)
+}
+
+// startProxyOn is startProxy with the cache of client c.
+func (e *env) startProxyOn(c *rspclient.Client, n int) (addr string, pc *rspclient.PoolCache) {
+	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	pc, err := e.c.Cache(ctx, "echo")
+	pc, err := c.Cache(ctx, "echo")
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -197,6 +206,40 @@ func TestRoundRobin(t *testing.T) {
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("PEs %v, want %v", got, want)
 	}
+}
+
+// TestReconnect: a PE deregisters while the proxy's NATS connection is
+// down (its listener still accepts, so a proxy that missed the removal
+// would still send connections to it); after the reconnect the proxy
+// leaves it out within a second.
+func TestReconnect(t *testing.T) {
+	e := newEnv(t)
+	e.startPE("pe-a")
+	gone := e.startPE("pe-b")
+	nc, gate := nstest.ConnectGated(t, e.s)
+	c, err := rspclient.New(nc, rspclient.WithLogger(nstest.Logger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, pc := e.startProxyOn(c, 2)
+	gate.CutOff(t)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := gone.reg.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	at := gate.Open(t)
+	waitFor(t, "pe-b out of the cache", func() bool { return pc.Len() == 1 })
+	took := time.Since(at)
+	if took > time.Second {
+		t.Errorf("pe-b left the cache %s after the reconnect, want within 1 s", took)
+	}
+	for i := range 4 {
+		if id := once(t, addr, fmt.Sprint("after ", i)); id != "pe-a" {
+			t.Fatalf("connection %d went to %s, want pe-a", i, id)
+		}
+	}
+	t.Logf("the deregistration missed during the outage applied %s after the reconnect", took.Round(time.Millisecond))
 }
 
 func TestHalfClose(t *testing.T) {
