@@ -107,6 +107,7 @@ flag, wrong arguments, a name that breaks the protocol's rules).`,
 		newCallCmd(g),
 		newAuthCmd(g),
 		newBenchCmd(g),
+		newChaosCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,99 @@
+package chaos_test
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/rserpool/rsp/clients/chaos"
+	"github.com/rserpool/rsp/services/nameserver/nstest"
+)
+
+// faultPEs is the number of PEs of the fault tests: RSP_CHAOS_PES, or 500
+// as issue 14 asks.
+func faultPEs(t *testing.T) int {
+	t.Helper()
+	s := os.Getenv("RSP_CHAOS_PES")
+	if s == "" {
+		return 500
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		t.Fatalf("RSP_CHAOS_PES=%q is not a number ≥ 1", s)
+	}
+	return n
+}
+
+// testWriter sends progress lines to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p[:len(p)-min(1, len(p))]))
+	return len(p), nil
+}
+
+// runFault runs one fault of package clients/chaos at the defaults (500
+// PEs, two name-server replicas, three killed PEs), after the load alone
+// for 16 s (chaos.FaultNone), and fails the test on every guarantee the
+// load alone or the fault broke: a live PE lost, a registration ended, a failed
+// resolution, a killed PE not removed (or for another reason than
+// disconnected/expired, or not on the change subject), a removal in the
+// bucket not on the change subject.
+func runFault(t *testing.T, f chaos.Fault, cfg chaos.Config) {
+	if testing.Short() {
+		t.Skip("a fault scenario takes a minute or more")
+	}
+	cfg.PEs = faultPEs(t)
+	cfg.Faults = []chaos.Fault{f}
+	cfg.Progress = testWriter{t}
+	cfg.Logger = nstest.Logger()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	rep, err := chaos.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := rep.Baseline; b != nil {
+		t.Logf("the load alone: %s", b.Summary())
+		if ps := b.Problems(); len(ps) > 0 {
+			t.Errorf("the load alone (%d PEs, no fault) already breaks: %v", cfg.PEs, ps)
+		}
+	}
+	if f == chaos.FaultNone {
+		return
+	}
+	if len(rep.Results) != 1 {
+		t.Fatalf("%d results, want 1", len(rep.Results))
+	}
+	r := rep.Results[0]
+	t.Log(r.Summary())
+	for _, p := range r.Problems() {
+		t.Error(p)
+	}
+}
+
+// TestLoadAlone: the load of the fault tests without a fault (500 PEs
+// renewing every 1.7 s, three pool users, three PEs killed): whether this
+// machine carries it. Bound: setup 1 min at most, then 16 s.
+func TestLoadAlone(t *testing.T) { runFault(t, chaos.FaultNone, chaos.Config{}) }
+
+// TestKillEventsLeader: kill -9 of the node leading RSP_EVENTS, restarted
+// 10 s later. Bound: setup 1 min at most, the fault 10 s down plus 15 s
+// of settling, recovery 1 min at most.
+func TestKillEventsLeader(t *testing.T) { runFault(t, chaos.FaultEventsLeader, chaos.Config{}) }
+
+// TestKillBucketLeader: kill -9 of the node leading KV_rsp_default.
+func TestKillBucketLeader(t *testing.T) { runFault(t, chaos.FaultBucketLeader, chaos.Config{}) }
+
+// TestKillMetaLeader: kill -9 of the JetStream meta leader.
+func TestKillMetaLeader(t *testing.T) { runFault(t, chaos.FaultMetaLeader, chaos.Config{}) }
+
+// TestKillPENode: kill -9 of a node a third of the PEs are connected to
+// (the one leading least).
+func TestKillPENode(t *testing.T) { runFault(t, chaos.FaultPENode, chaos.Config{}) }
+
+// TestNameServerOutage: both name-server replicas stopped for 60 s, three
+// PEs dying meanwhile, then started again.
+func TestNameServerOutage(t *testing.T) { runFault(t, chaos.FaultNameServers, chaos.Config{}) }
