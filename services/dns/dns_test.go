@@ -347,6 +347,10 @@ func TestNameServerRestart(t *testing.T) {
 	}
 	t.Logf("after the name server started again: the ghost gone in %s, the answers current in %s",
 		ghostGone.Round(time.Millisecond), current.Round(time.Millisecond))
+	// Deregistered while a name server runs (the cleanups stop it first).
+	if err := e.regs["pe-1"].Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestDig(t *testing.T) {
