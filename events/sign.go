@@ -33,6 +33,10 @@ const (
 	// HeaderError on a reply says the PE's handler failed the request; its
 	// value is the reason. The PE itself is fine: no failover.
 	HeaderError = "Rsp-Error"
+	// HeaderReason is on the purge marker of every removal a name server
+	// writes in a scope's bucket: the removal's reason (Reason*), so that
+	// a reader that missed the change message still learns why a PE left.
+	HeaderReason = "Rsp-Reason"
 )
 
 var sigEncoding = base64.RawURLEncoding

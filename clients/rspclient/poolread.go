@@ -19,11 +19,6 @@ import (
 // KV_rsp_<scope>): its live records, and the purge markers of the PEs
 // removed lately, with their removal reasons.
 
-// headerReason names the removal reason on a purge marker in the bucket
-// (Rsp-Reason: deregistered, expired, failed or disconnected), so that a
-// reader that missed the change message still learns why a PE went.
-const headerReason = "Rsp-Reason"
-
 // RemovalsKept is how long the bucket keeps a removal (its purge marker,
 // with the reason): a watch can resume from a revision at most this old,
 // and a resync tells the reason of a removal it missed for that long.
@@ -117,7 +112,7 @@ func (c *Client) readPool(ctx context.Context, pool string) (poolRead, error) {
 // record's TTL ran out is an expiry; a marker without reason (written by
 // a name server that did not name it yet) counts as a deregistration.
 func removalReason(h nats.Header) string {
-	switch r := h.Get(headerReason); r {
+	switch r := h.Get(events.HeaderReason); r {
 	case events.ReasonDeregistered, events.ReasonExpired, events.ReasonFailed, events.ReasonDisconnected:
 		return r
 	}

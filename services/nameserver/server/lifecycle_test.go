@@ -99,8 +99,8 @@ func TestExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := marker.Header.Get(server.HeaderReason); got != events.ReasonExpired {
-		t.Fatalf("purge marker %s = %q, want %q", server.HeaderReason, got, events.ReasonExpired)
+	if got := marker.Header.Get(events.HeaderReason); got != events.ReasonExpired {
+		t.Fatalf("purge marker %s = %q, want %q", events.HeaderReason, got, events.ReasonExpired)
 	}
 
 	// With no name server running nothing expires: the store keeps the

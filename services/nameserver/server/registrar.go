@@ -282,7 +282,7 @@ func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName stri
 			return nil, reject(events.CodeStale, "seq %d is not above the last applied seq %d of pe_id %s", dereg.Seq, old.LastSeq, dereg.PEID)
 		}
 		h := mark.header()
-		h.Set(HeaderReason, events.ReasonDeregistered)
+		h.Set(events.HeaderReason, events.ReasonDeregistered)
 		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, nil, rev, tombstoneTTL, true, h)
 		if err != nil {
 			return nil, err
@@ -306,10 +306,6 @@ const (
 	HeaderEventID  = "Rsp-Event-Id"
 )
 
-// HeaderReason, on the purge marker of every removal, is its reason
-// (events.Reason*), so that a watcher that missed the change can still
-// tell why the PE left.
-const HeaderReason = "Rsp-Reason"
 
 // eventMark tells the revisions an event wrote: its stream sequence and
 // its Nats-Msg-Id.
@@ -498,7 +494,7 @@ func (g *registrar) removeIf(ctx context.Context, key, reason string, cond func(
 		if err != nil || old == nil || !cond(old) {
 			return nil, err
 		}
-		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, nil, rev, tombstoneTTL, true, nats.Header{HeaderReason: {reason}})
+		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, nil, rev, tombstoneTTL, true, nats.Header{events.HeaderReason: {reason}})
 		if err != nil {
 			return nil, err
 		}
