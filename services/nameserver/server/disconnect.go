@@ -117,10 +117,51 @@ func (d *disconnects) run(ctx context.Context) {
 	}
 }
 
+// maxHoldWait bounds how long a disconnect waits for renewals to be
+// storable again before its PEs are removed anyway.
+const maxHoldWait = 30 * time.Second
+
+// waitRunning waits (at most maxHoldWait) while g's replica holds
+// lifetimes (expiry.go); it tells whether it had to wait.
+func (d *disconnects) waitRunning(ctx context.Context, g *registrar) bool {
+	if g.view.running() {
+		return false
+	}
+	start := time.Now()
+	for !g.view.running() && time.Since(start) < maxHoldWait {
+		if !sleep(ctx, sweepInterval) {
+			break
+		}
+	}
+	d.log.Info("disconnect waited for renewals to be storable", "scope", g.scope, "waited", time.Since(start).Round(time.Millisecond))
+	return true
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 // handle removes the PEs that still name p.conn.
 func (d *disconnects) handle(ctx context.Context, p pendingDisconnect) {
 	for _, g := range d.regs {
-		for _, key := range g.view.onConn(p.conn) {
+		keys := g.view.onConn(p.conn)
+		if len(keys) > 0 && d.waitRunning(ctx, g) {
+			// Renewals could not be stored a moment ago: a PE that
+			// reconnected may not have got its registration over the
+			// new connection through yet. Give it the grace again.
+			if !sleep(ctx, d.grace) {
+				return
+			}
+			keys = g.view.onConn(p.conn)
+		}
+		for _, key := range keys {
 			// The bucket may be electing a leader (seconds): keep trying,
 			// so the PE leaves as disconnected, not as expired later.
 			b := backoff.WithContext(backoff.WithMaxRetries(newBackoff(100*time.Millisecond, 2*time.Second), removeRetries), ctx)

@@ -54,17 +54,16 @@ const (
 
 // expiry holds and sweeps the lifetimes of one scope at one replica.
 type expiry struct {
-	scope    string
-	js       jetstream.JetStream
-	nc       *nats.Conn
-	durable  string // the scope's shared events consumer
-	bucket   string // its name space
-	view     *view
-	reg      *registrar
-	log      *slog.Logger
-	metrics  *Metrics
-	passedAt time.Time // end of the last passed probe; zero while holding
-	heldWhy  string    // why the last probe failed ("" when it passed)
+	scope   string
+	js      jetstream.JetStream
+	nc      *nats.Conn
+	durable string // the scope's shared events consumer
+	bucket  string // its name space
+	view    *view
+	reg     *registrar
+	log     *slog.Logger
+	metrics *Metrics
+	heldWhy string // why the last probe failed ("" when it passed)
 }
 
 func (x *expiry) run(ctx context.Context) {
@@ -102,13 +101,15 @@ func (x *expiry) check(ctx context.Context) {
 			x.log.Warn("holding expiry: renewals cannot be stored now; every PE gets a fresh lifetime once they can", "reason", err)
 			x.metrics.held(x.scope)
 		}
-		x.heldWhy, x.passedAt = err.Error(), time.Time{}
+		x.heldWhy = err.Error()
+		x.view.passed.Store(0)
 		return
 	}
-	if x.passedAt.IsZero() {
+	if x.heldWhy != "" {
 		x.log.Info("expiry running: lifetimes count from now for PEs not renewed since", "held_since", x.view.heldTime())
 	}
-	x.heldWhy, x.passedAt = "", now
+	x.heldWhy = ""
+	x.view.passed.Store(now.UnixNano())
 }
 
 // probe asks for what a renewal needs; nil when all of it answers.
@@ -157,7 +158,7 @@ func led(c *jetstream.ClusterInfo) error {
 
 // sweep removes the PEs past their deadline, while lifetimes run.
 func (x *expiry) sweep(ctx context.Context) {
-	if x.passedAt.IsZero() || time.Since(x.passedAt) > probeFresh {
+	if !x.view.running() {
 		return
 	}
 	held := x.view.heldTime()
@@ -176,6 +177,12 @@ func (x *expiry) sweep(ctx context.Context) {
 			return // the store is in trouble: the next probe will tell
 		}
 	}
+}
+
+// running tells whether lifetimes run: the last probe passed, lately.
+func (v *view) running() bool {
+	p := v.passed.Load()
+	return p != 0 && time.Since(time.Unix(0, p)) <= probeFresh
 }
 
 // deadline is when rec's lifetime runs out, counted from its last update

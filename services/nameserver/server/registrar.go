@@ -306,7 +306,6 @@ const (
 	HeaderEventID  = "Rsp-Event-Id"
 )
 
-
 // eventMark tells the revisions an event wrote: its stream sequence and
 // its Nats-Msg-Id.
 type eventMark struct {

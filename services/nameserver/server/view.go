@@ -86,6 +86,9 @@ type view struct {
 	// held is when lifetimes were last held (Unix nanoseconds): no PE's
 	// lifetime counts from earlier (expiry.go).
 	held atomic.Int64
+	// passed is when the last probe of the path of renewals passed (Unix
+	// nanoseconds); 0 while it fails (expiry.go).
+	passed atomic.Int64
 }
 
 const maxGone = 4096
