@@ -221,6 +221,9 @@ type Result struct {
 	// Unpublished are removals in the bucket with no remove change on
 	// the change subject.
 	Unpublished []Removal
+	// Published and InBucket count the removals seen on the change
+	// subject and in the bucket's stream (the observer's own check).
+	Published, InBucket int
 	// Recovered is false when, before this fault, the cluster did not
 	// get back to full answers within Config.Recover (RecoverErr says
 	// why); the fault ran anyway.

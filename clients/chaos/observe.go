@@ -14,7 +14,6 @@ import (
 
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/nameserver/auth"
-	"github.com/rserpool/rsp/services/nameserver/server"
 )
 
 // observer records every removal of the scope: the remove changes on the
@@ -121,8 +120,8 @@ func (o *observer) marker(m jetstream.Msg) {
 	r.InBucket = true
 	if r.Reason == "" {
 		switch {
-		case h.Get(server.HeaderReason) != "":
-			r.Reason = h.Get(server.HeaderReason)
+		case h.Get(events.HeaderReason) != "":
+			r.Reason = h.Get(events.HeaderReason)
 		case mr == "MaxAge":
 			r.Reason = events.ReasonExpired
 		default:

@@ -59,9 +59,9 @@ func (r *Result) verdict() string {
 
 // Summary is the fault's figures on one line.
 func (r *Result) Summary() string {
-	return fmt.Sprintf("%s: PEs lost %s; registrations ended %d; failed resolutions %d of %d (%d during the outage); longest without a full answer %s; killed PEs %s",
+	return fmt.Sprintf("%s: PEs lost %s; registrations ended %d; failed resolutions %d of %d (%d during the outage); longest without a full answer %s; killed PEs %s; removals %d published, %d in the bucket",
 		r.verdict(), reasons(r.LostByReason()), len(r.Ended), r.Failed, r.Resolutions, r.FailedOutage,
-		r.LongestGap.Round(time.Millisecond), r.victims())
+		r.LongestGap.Round(time.Millisecond), r.victims(), r.Published, r.InBucket)
 }
 
 // all is the baseline (if any) and the faults' results.
@@ -95,6 +95,8 @@ func (rep *Report) WriteText(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "\n  longest time without a full answer: %s\n", r.LongestGap.Round(time.Millisecond))
 		fmt.Fprintf(&b, "  killed PEs:                         %s\n", r.victims())
+		fmt.Fprintf(&b, "  removals seen:                      %d on the change subject, %d in the bucket, %d of those not published\n",
+			r.Published, r.InBucket, len(r.Unpublished))
 		for _, p := range r.Problems() {
 			fmt.Fprintf(&b, "  problem: %s\n", p)
 		}
@@ -130,7 +132,7 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 	b.WriteString("- **killed PEs**: removed or not, the reason, how long after their kill.\n\n")
 	b.WriteString("The first row, fault none, is the load alone before any fault (its PEs are killed too): when it fails, " +
 		"the machine cannot carry the load, whatever the faults.\n\n")
-	b.WriteString("| fault | node killed | verdict | PEs lost | registrations ended | failed resolutions | longest without a full answer | killed PEs | removals not on the change subject |\n")
+	b.WriteString("| fault | node killed | verdict | PEs lost | registrations ended | failed resolutions | longest without a full answer | killed PEs | removals on the change subject / in the bucket / not published |\n")
 	b.WriteString("|---|---|---|---|---:|---:|---:|---|---:|\n")
 	for _, r := range rep.all() {
 		node := "-"
@@ -141,8 +143,8 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 		if r.Fault == FaultNameServers {
 			failed += fmt.Sprintf(" (+%d in the outage)", r.FailedOutage)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %s | %s | %s | %d |\n", r.Fault, node, r.verdict(), reasons(r.LostByReason()),
-			len(r.Ended), failed, r.LongestGap.Round(time.Millisecond), r.victims(), len(r.Unpublished))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %s | %s | %s | %d / %d / %d |\n", r.Fault, node, r.verdict(), reasons(r.LostByReason()),
+			len(r.Ended), failed, r.LongestGap.Round(time.Millisecond), r.victims(), r.Published, r.InBucket, len(r.Unpublished))
 	}
 	for _, r := range rep.all() {
 		ps := r.Problems()

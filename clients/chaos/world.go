@@ -593,6 +593,15 @@ func (w *world) collect(res *Result, vs []*victim, end time.Time) {
 		live[events.Key(p.pool, p.id)] = true
 	}
 	for _, rm := range w.obs.since(res.Start) {
+		if rm.At.After(end) {
+			continue
+		}
+		if rm.Published {
+			res.Published++
+		}
+		if rm.InBucket {
+			res.InBucket++
+		}
 		key := events.Key(rm.Pool, rm.PEID)
 		switch {
 		case live[key]:
