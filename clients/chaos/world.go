@@ -486,8 +486,8 @@ func (w *world) addVictims(ctx context.Context, avoid int) ([]*victim, error) {
 // deregistration, their connections closed.
 func kill(vs []*victim) {
 	for _, v := range vs {
+		v.KilledAt = time.Now() // before: its registration may end at once
 		v.nc.Close()
-		v.KilledAt = time.Now()
 	}
 }
 

@@ -81,6 +81,16 @@ func runFault(t *testing.T, f chaos.Fault, cfg chaos.Config) {
 	for _, p := range r.Problems() {
 		t.Error(p)
 	}
+	for i, l := range r.Lost {
+		if i == 5 {
+			break
+		}
+		t.Logf("lost %s/%s: %s, %.1f s after the fault began (published %v, in the bucket %v)",
+			l.Pool, l.PEID, l.Reason, l.At.Sub(r.Start).Seconds(), l.Published, l.InBucket)
+	}
+	if n := len(r.Lost); n > 0 {
+		t.Logf("last lost %.1f s after the fault began", r.Lost[n-1].At.Sub(r.Start).Seconds())
+	}
 }
 
 // TestLoadAlone: the load of the fault tests without a fault (500 PEs
