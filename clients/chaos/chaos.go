@@ -216,6 +216,10 @@ type Result struct {
 	// LongestGap is the longest time a pool went without a full answer
 	// (outside a name-server outage; from its end for FaultNameServers).
 	LongestGap time.Duration
+	// Slowest is the longest single resolution, the client's own
+	// retries within its timeout included (outside an outage): the
+	// worst blip a pool user saw.
+	Slowest time.Duration
 	// Victims are the PEs killed during the fault.
 	Victims []Victim
 	// Unpublished are removals in the bucket with no remove change on

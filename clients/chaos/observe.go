@@ -154,6 +154,7 @@ type resolutions struct {
 	outage                      bool
 	count, failed, failedOutage int
 	longest                     time.Duration
+	slowest                     time.Duration // the longest single resolution (client retries included)
 }
 
 func newResolutions(pools []string) *resolutions {
@@ -168,7 +169,7 @@ func newResolutions(pools []string) *resolutions {
 func (r *resolutions) begin(t time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.gapFrom, r.count, r.failed, r.failedOutage, r.longest = t, 0, 0, 0, 0
+	r.gapFrom, r.count, r.failed, r.failedOutage, r.longest, r.slowest = t, 0, 0, 0, 0, 0
 }
 
 // setOutage says whether the name servers are stopped on purpose; at its
@@ -207,6 +208,9 @@ func (r *resolutions) record(pool string, asked, at time.Time, full, outage bool
 		return // asked before the window
 	}
 	r.count++
+	if !outage && !r.outage {
+		r.slowest = max(r.slowest, at.Sub(asked))
+	}
 	switch {
 	case full:
 		if !r.outage {
@@ -220,16 +224,16 @@ func (r *resolutions) record(pool string, asked, at time.Time, full, outage bool
 	}
 }
 
-// window closes the window at end: its counts and its longest gap (also
-// the gaps still open at end).
-func (r *resolutions) window(end time.Time) (count, failed, failedOutage int, longest time.Duration) {
+// window closes the window at end: its counts, its longest gap (also
+// the gaps still open at end) and its slowest resolution.
+func (r *resolutions) window(end time.Time) (count, failed, failedOutage int, longest, slowest time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	longest = r.longest
 	for p := range r.lastFull {
 		longest = max(longest, r.gap(p, end))
 	}
-	return r.count, r.failed, r.failedOutage, longest
+	return r.count, r.failed, r.failedOutage, longest, r.slowest
 }
 
 // notFullSince names a pool with no full answer since t ("" if none).

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/rserpool/rsp/events"
 )
 
 // reasons formats a count per reason: "expired 3, disconnected 1" ("0").
@@ -59,9 +61,9 @@ func (r *Result) verdict() string {
 
 // Summary is the fault's figures on one line.
 func (r *Result) Summary() string {
-	return fmt.Sprintf("%s: PEs lost %s; registrations ended %d; failed resolutions %d of %d (%d during the outage); longest without a full answer %s; killed PEs %s; removals %d published, %d in the bucket",
+	return fmt.Sprintf("%s: PEs lost %s; registrations ended %d; failed resolutions %d of %d (%d during the outage); longest without a full answer %s; slowest resolution %s; killed PEs %s; removals %d published, %d in the bucket",
 		r.verdict(), reasons(r.LostByReason()), len(r.Ended), r.Failed, r.Resolutions, r.FailedOutage,
-		r.LongestGap.Round(time.Millisecond), r.victims(), r.Published, r.InBucket)
+		r.LongestGap.Round(time.Millisecond), r.Slowest.Round(time.Millisecond), r.victims(), r.Published, r.InBucket)
 }
 
 // all is the baseline (if any) and the faults' results.
@@ -94,6 +96,7 @@ func (rep *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, " (and %d during the outage, when none can answer)", r.FailedOutage)
 		}
 		fmt.Fprintf(&b, "\n  longest time without a full answer: %s\n", r.LongestGap.Round(time.Millisecond))
+		fmt.Fprintf(&b, "  slowest resolution:                 %s\n", r.Slowest.Round(time.Millisecond))
 		fmt.Fprintf(&b, "  killed PEs:                         %s\n", r.victims())
 		fmt.Fprintf(&b, "  removals seen:                      %d on the change subject, %d in the bucket, %d of those not published\n",
 			r.Published, r.InBucket, len(r.Unpublished))
@@ -118,7 +121,7 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 		"took %s), %d pool users each resolving every pool in turn (max %d, %s pause), and %d PEs per fault, each on its own "+
 		"connection, killed during the fault (registration and connection closed, no deregistration).\n\n",
 		rep.Nodes, c.NameServers, c.PEs, (c.PEs+c.PoolSize-1)/c.PoolSize, c.PoolSize, c.Conns, rep.RegisterTook.Round(time.Millisecond),
-		c.PUs, c.PoolSize, c.ResolvePause, c.Victims)
+		c.PUs, events.MaxMax, c.ResolvePause, c.Victims)
 	fmt.Fprintf(&b, "A node fault kills the node (no graceful shutdown: its connections and routes drop, it hands nothing over), "+
 		"kills the PEs %s later, restarts the node after %s (same ports, same data), and watches %s more. The name-server "+
 		"fault stops every replica for %s (the PEs die halfway), starts them again and watches %s more.\n\n",
@@ -129,11 +132,12 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 		"one resolution may be retried by the client within its timeout). During a name-server outage nothing can answer: those are counted apart.\n")
 	b.WriteString("- **longest without a full answer**: the longest time a pool went without a full answer during the fault " +
 		"(from the name servers' restart for the outage); it includes the pool users' own period of going round the pools.\n")
+	b.WriteString("- **slowest resolution**: the longest single resolution, the client's retries within its timeout included: the worst blip a pool user saw.\n")
 	b.WriteString("- **killed PEs**: removed or not, the reason, how long after their kill.\n\n")
 	b.WriteString("The first row, fault none, is the load alone before any fault (its PEs are killed too): when it fails, " +
 		"the machine cannot carry the load, whatever the faults.\n\n")
-	b.WriteString("| fault | node killed | verdict | PEs lost | registrations ended | failed resolutions | longest without a full answer | killed PEs | removals on the change subject / in the bucket / not published |\n")
-	b.WriteString("|---|---|---|---|---:|---:|---:|---|---:|\n")
+	b.WriteString("| fault | node killed | verdict | PEs lost | registrations ended | failed resolutions | longest without a full answer | slowest resolution | killed PEs | removals on the change subject / in the bucket / not published |\n")
+	b.WriteString("|---|---|---|---|---:|---:|---:|---:|---|---:|\n")
 	for _, r := range rep.all() {
 		node := "-"
 		if r.Node != "" {
@@ -143,8 +147,8 @@ func (rep *Report) WriteMarkdown(w io.Writer) error {
 		if r.Fault == FaultNameServers {
 			failed += fmt.Sprintf(" (+%d in the outage)", r.FailedOutage)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %s | %s | %s | %d / %d / %d |\n", r.Fault, node, r.verdict(), reasons(r.LostByReason()),
-			len(r.Ended), failed, r.LongestGap.Round(time.Millisecond), r.victims(), r.Published, r.InBucket, len(r.Unpublished))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %s | %s | %s | %s | %d / %d / %d |\n", r.Fault, node, r.verdict(), reasons(r.LostByReason()),
+			len(r.Ended), failed, r.LongestGap.Round(time.Millisecond), r.Slowest.Round(time.Millisecond), r.victims(), r.Published, r.InBucket, len(r.Unpublished))
 	}
 	for _, r := range rep.all() {
 		ps := r.Problems()

@@ -583,7 +583,7 @@ func (w *world) run(ctx context.Context, f Fault) (*Result, error) {
 
 // collect fills res with what happened from res.Start until end.
 func (w *world) collect(res *Result, vs []*victim, end time.Time) {
-	res.Resolutions, res.Failed, res.FailedOutage, res.LongestGap = w.res.window(end)
+	res.Resolutions, res.Failed, res.FailedOutage, res.LongestGap, res.Slowest = w.res.window(end)
 	victimKeys := map[string]*victim{}
 	for _, v := range vs {
 		victimKeys[events.Key(v.Pool, v.PEID)] = v

@@ -55,6 +55,7 @@ Per fault it prints:
   longest time without a full answer
                        the longest a pool went without an answer holding all its
                        live PEs (from the name servers' restart for nameservers)
+  slowest resolution   the longest single resolution, client retries included
   killed PEs           removed or not, the reason, how long after their kill
 
 Progress goes to stderr, the figures to stdout, the Markdown report to
