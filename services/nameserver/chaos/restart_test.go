@@ -61,8 +61,9 @@ func registerAll(t *testing.T, js jetstream.JetStream, pool string, n int) {
 // registrations at worst.
 func TestRestartedNodeCatchesUp(t *testing.T) {
 	c := nstest.StartCluster(t, 3)
+	var replicas []*server.NameServer
 	for i := range c.Size() {
-		c.StartNameServer(t, c.URLs(i), server.Config{ID: fmt.Sprintf("ns-%d", i+1)})
+		replicas = append(replicas, c.StartNameServer(t, c.URLs(i), server.Config{ID: fmt.Sprintf("ns-%d", i+1)}))
 	}
 	pub := c.Connect(t, c.URLs(0))
 	js, _ := jetstream.New(pub)
@@ -102,6 +103,19 @@ func TestRestartedNodeCatchesUp(t *testing.T) {
 		t.Fatalf("register on %s: %v", c.Name(down), err)
 	}
 	defer func() { _ = reg.Deregister(ctx) }()
+	// The replica that accepted it answered once its own view showed it;
+	// the resolution may go to another one, which follows within
+	// milliseconds (CI saw not_found from one that had not yet).
+	for _, ns := range replicas {
+		if err := within(5*time.Second, func() error {
+			if sum, _, ok := ns.Pool("default", "after"); !ok || sum.Size != 1 {
+				return errf("replica %s does not show the PE", ns.ID())
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if a, err := cl.Resolve(ctx, "after", events.ResolveRequest{}); err != nil || len(a.Elements) != 1 || a.Elements[0].PEID != "late" {
 		t.Fatalf("resolve after registering on %s: %v, %+v", c.Name(down), err, a)
 	}
