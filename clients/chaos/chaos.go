@@ -176,7 +176,12 @@ type Removal struct {
 	Reason     string    // from the change, or from the bucket's marker
 	At         time.Time // when the observer saw it first
 	Published  bool      // a remove change came on the change subject
-	InBucket   bool      // the bucket's stream holds its purge/delete
+	// InBucket: the observer read its purge/delete marker in the
+	// bucket's stream. It may miss one: a bucket keeps one message per
+	// key, so a marker the key's next write (the PE registered again)
+	// replaced while the observer lagged (the bucket electing a leader)
+	// is gone; the change subject still tells.
+	InBucket bool
 }
 
 // Victim is a PE killed on purpose during a fault.
