@@ -22,8 +22,10 @@ import (
 //
 //   - Each replica probes, every probeInterval, what a renewal needs: the
 //     stream RSP_EVENTS, the scope's shared events consumer and the scope's
-//     bucket must answer and have a leader, its consumer must not lag far
-//     behind, and its own NATS connection must be up. Until a probe has
+//     bucket must answer and have a leader, no event of the scope stored
+//     more than maxEventAge ago may still wait to be applied, and its own
+//     NATS connection must be up. A replica whose own store write fails
+//     holds at once (registrar.handle). Until a probe has
 //     passed, and whenever one fails, the replica holds: heldSince is set
 //     to now.
 //   - A PE's deadline is max(updated_at, heldSince) + lifetime. So after
@@ -44,10 +46,11 @@ const (
 	probeInterval = time.Second
 	probeTimeout  = time.Second
 	sweepInterval = 100 * time.Millisecond
-	// maxProbeLag is the most events the shared consumer may have left to
-	// deliver for a probe to pass: more is a backlog (after an outage)
-	// that may hold renewals not yet applied.
-	maxProbeLag = 1024
+	// maxEventAge is the oldest an event of the scope not yet applied
+	// may be for a probe to pass: an older one is a renewal stuck in work
+	// (a store that does not answer) or in a backlog (after an outage, or
+	// name servers that cannot keep up).
+	maxEventAge = time.Second
 	// probeFresh: a passed probe older than this no longer counts.
 	probeFresh = probeInterval + probeTimeout + 500*time.Millisecond
 )
@@ -96,13 +99,12 @@ func (x *expiry) check(ctx context.Context) {
 	}
 	now := time.Now()
 	if err != nil {
-		x.view.hold(now)
 		if x.heldWhy == "" {
 			x.log.Warn("holding expiry: renewals cannot be stored now; every PE gets a fresh lifetime once they can", "reason", err)
 			x.metrics.held(x.scope)
 		}
 		x.heldWhy = err.Error()
-		x.view.passed.Store(0)
+		x.view.interrupt(now)
 		return
 	}
 	if x.heldWhy != "" {
@@ -134,8 +136,14 @@ func (x *expiry) probe(ctx context.Context) error {
 	if err := led(ci.Cluster); err != nil {
 		return fmt.Errorf("consumer %s: %w", x.durable, err)
 	}
-	if ci.NumPending > maxProbeLag {
-		return fmt.Errorf("consumer %s: %d events not yet delivered", x.durable, ci.NumPending)
+	if ci.NumPending > 0 || ci.NumAckPending > 0 {
+		// The oldest event not yet applied (acknowledged), delivered or
+		// not: a renewal stored that long ago has not reached the bucket.
+		m, err := st.GetMsg(ctx, ci.AckFloor.Stream+1, jetstream.WithGetMsgSubject(events.Subject(x.scope, "*", "*")))
+		if err == nil && time.Since(m.Time) > maxEventAge {
+			return fmt.Errorf("consumer %s: an event stored %s ago is not yet applied (%d in work, %d not delivered)",
+				x.durable, time.Since(m.Time).Round(time.Millisecond), ci.NumAckPending, ci.NumPending)
+		}
 	}
 	kv, err := x.js.Stream(ctx, "KV_"+x.bucket)
 	if err != nil {
@@ -177,6 +185,12 @@ func (x *expiry) sweep(ctx context.Context) {
 			return // the store is in trouble: the next probe will tell
 		}
 	}
+}
+
+// interrupt holds lifetimes from t until the next probe passes.
+func (v *view) interrupt(t time.Time) {
+	v.passed.Store(0)
+	v.hold(t)
 }
 
 // running tells whether lifetimes run: the last probe passed, lately.

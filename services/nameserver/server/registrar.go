@@ -93,6 +93,9 @@ func (g *registrar) handle(ctx context.Context, msg *nats.Msg, eventSeq uint64) 
 	if err != nil {
 		var rj *rejection
 		if !errors.As(err, &rj) {
+			// The store failed: renewals cannot be applied now, so no
+			// lifetime may run out until the probes pass again.
+			g.view.interrupt(time.Now())
 			return err
 		}
 		out.Error = &rj.e
@@ -172,6 +175,8 @@ func (g *registrar) verify(ctx context.Context, msg *nats.Msg, body interface {
 
 // current reads the record of key; nil when there is none.
 func (g *registrar) current(ctx context.Context, key string) (*events.Record, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
 	e, err := g.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, nil
@@ -410,6 +415,11 @@ func (g *registrar) deregisteredBy(ctx context.Context, key, poolName, peID stri
 // show the change, so that a PE told "accepted" is resolvable at once.
 const viewWait = time.Second
 
+// storeTimeout bounds one read or write of the bucket: a bucket electing
+// a leader answers nothing for seconds, and an event that waits for it
+// longer holds up the events behind it (it is delivered again).
+const storeTimeout = time.Second
+
 // tombstoneTTL is how long a purge marker stays in the bucket. PE records
 // themselves have no TTL: the name servers expire them (expiry.go).
 const tombstoneTTL = time.Minute
@@ -419,6 +429,8 @@ const tombstoneTTL = time.Minute
 // It is a raw publish because kv.Put and kv.Update cannot carry a
 // per-message TTL (see nats-facts.md) nor headers.
 func writeKV(ctx context.Context, js jetstream.JetStream, bucket, key string, val []byte, rev uint64, ttl time.Duration, purge bool, hdr nats.Header) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
 	m := nats.NewMsg("$KV." + bucket + "." + key)
 	m.Data = val
 	for k, v := range hdr {
