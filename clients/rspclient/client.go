@@ -33,6 +33,7 @@ type Client struct {
 	js      jetstream.JetStream
 	scope   string
 	kp      nkeys.KeyPair
+	signer  *events.Signer // kp made ready once: nkeys re-derives the key at every signature
 	pub     string
 	jwt     string             // sent in Rsp-Jwt with every event; "" without
 	trust   events.AnswerTrust // zero: answers need only a valid signature
@@ -140,12 +141,16 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rspclient: %w", err)
 	}
+	signer, err := events.NewSigner(o.kp)
+	if err != nil {
+		return nil, fmt.Errorf("rspclient: key: %w", err)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("rspclient: jetstream: %w", err)
 	}
 	return &Client{
-		nc: nc, js: js, scope: o.scope, kp: o.kp, pub: pub, jwt: o.jwt, trust: trust, timeout: o.timeout,
+		nc: nc, js: js, scope: o.scope, kp: o.kp, signer: signer, pub: pub, jwt: o.jwt, trust: trust, timeout: o.timeout,
 		log: o.log.With("scope", o.scope),
 	}, nil
 }

@@ -113,7 +113,7 @@ func (c *Client) JWT() string { return c.jwt }
 
 // signEvent signs msg with the client's key and attaches its JWT.
 func (c *Client) signEvent(msg *nats.Msg) error {
-	if err := events.SignEvent(msg, c.kp); err != nil {
+	if err := events.SignEvent(msg, c.signer); err != nil {
 		return err
 	}
 	if c.jwt != "" {

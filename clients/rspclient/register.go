@@ -70,6 +70,11 @@ type Registration struct {
 
 	sendMu sync.Mutex // one event of this PE in flight, so seqs arrive in order
 
+	// outcomes receives the outcomes of this PE's events for the
+	// registration's life: one subscription, not one per renewal (each
+	// one's interest would travel to every server of the cluster).
+	outcomes *nats.Subscription
+
 	kick     chan struct{}
 	status   chan nats.Status // CONNECTED after a reconnect: register again at once
 	cancel   context.CancelFunc
@@ -99,8 +104,14 @@ func (c *Client) Register(ctx context.Context, pool string, pe PE) (*Registratio
 		// and its handlers.
 		status: c.nc.StatusChanged(nats.CONNECTED),
 	}
+	// Subscribe before the first publish, or its outcome could pass unseen.
+	if r.outcomes, err = c.nc.SubscribeSync(events.OutcomeSubject(c.scope, pool, r.id)); err != nil {
+		c.nc.RemoveStatusListener(r.status)
+		return nil, fmt.Errorf("register %s/%s: subscribe to outcomes: %w", pool, r.id, err)
+	}
 	if err := r.sendWithin(ctx); err != nil {
 		c.nc.RemoveStatusListener(r.status)
+		_ = r.outcomes.Unsubscribe()
 		return nil, fmt.Errorf("register %s/%s: %w", pool, r.id, err)
 	}
 	c.log.Debug("registered", "pool", pool, "pe_id", r.id, "lifetime", r.lifetime)
@@ -211,6 +222,7 @@ func (r *Registration) finish(err error) {
 		r.err = err
 		r.setState(Ended, err)
 		r.mu.Unlock()
+		_ = r.outcomes.Unsubscribe()
 		close(r.done)
 	})
 }
@@ -254,7 +266,7 @@ func (r *Registration) Deregister(ctx context.Context) error {
 	defer r.finish(ErrDeregistered)
 	r.sendMu.Lock()
 	defer r.sendMu.Unlock()
-	if err := r.c.deregister(ctx, r.pool, r.id); err != nil {
+	if err := r.c.deregister(ctx, r.outcomes, r.pool, r.id); err != nil {
 		var ee *events.Error
 		if errors.As(err, &ee) && ee.Code == events.CodeNotFound {
 			// Already gone (expired, or taken out after a failure): the
@@ -277,13 +289,15 @@ func (c *Client) Deregister(ctx context.Context, pool, peID string) error {
 	if err := events.CheckPEID(peID); err != nil {
 		return fmt.Errorf("deregister: %w", err)
 	}
-	if err := c.deregister(ctx, pool, peID); err != nil {
+	if err := c.deregister(ctx, nil, pool, peID); err != nil {
 		return fmt.Errorf("deregister %s/%s: %w", pool, peID, err)
 	}
 	return nil
 }
 
-func (c *Client) deregister(ctx context.Context, pool, peID string) error {
+// deregister sends the deregistration of peID; its outcome comes on sub
+// (nil: a subscription of its own).
+func (c *Client) deregister(ctx context.Context, sub *nats.Subscription, pool, peID string) error {
 	ctx, cancel := c.wait(ctx)
 	defer cancel()
 	return retry(ctx, newBackoff(c.timeout), c.log, "deregister", func(ctx context.Context) error {
@@ -291,7 +305,7 @@ func (c *Client) deregister(ctx context.Context, pool, peID string) error {
 		if err := body.Validate(body.Time, events.DefaultClockSkew); err != nil {
 			return err
 		}
-		return c.sendEvent(ctx, events.KindDeregister, pool, peID, body.Seq, events.Marshal(body))
+		return c.sendEvent(ctx, sub, events.KindDeregister, pool, peID, body.Seq, events.Marshal(body))
 	})
 }
 
@@ -318,7 +332,7 @@ func (r *Registration) send(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	if err := r.c.sendEvent(ctx, events.KindRegister, r.pool, r.id, body.Seq, events.Marshal(body)); err != nil {
+	if err := r.c.sendEvent(ctx, r.outcomes, events.KindRegister, r.pool, r.id, body.Seq, events.Marshal(body)); err != nil {
 		return err
 	}
 	r.mu.Lock()
@@ -455,15 +469,19 @@ func (r *Registration) failed(err error, next time.Duration) time.Duration {
 }
 
 // sendEvent publishes a signed register/deregister event through JetStream
-// and waits for the name server's outcome of this very seq. A refusal is
-// returned as the outcome's *events.Error.
-func (c *Client) sendEvent(ctx context.Context, kind events.Kind, pool, peID string, seq uint64, body []byte) error {
-	// Subscribe before publishing, or the outcome could pass unseen.
-	sub, err := c.nc.SubscribeSync(events.OutcomeSubject(c.scope, pool, peID))
-	if err != nil {
-		return fmt.Errorf("subscribe to outcomes: %w", err)
+// and waits for the name server's outcome of this very seq on sub, the
+// PE's outcome subject (nil: subscribed for this event alone). Outcomes of
+// earlier events still queued on sub are skipped. A refusal is returned as
+// the outcome's *events.Error.
+func (c *Client) sendEvent(ctx context.Context, sub *nats.Subscription, kind events.Kind, pool, peID string, seq uint64, body []byte) error {
+	if sub == nil {
+		// Subscribe before publishing, or the outcome could pass unseen.
+		var err error
+		if sub, err = c.nc.SubscribeSync(events.OutcomeSubject(c.scope, pool, peID)); err != nil {
+			return fmt.Errorf("subscribe to outcomes: %w", err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
 	}
-	defer func() { _ = sub.Unsubscribe() }()
 
 	msg := nats.NewMsg(events.Subject(c.scope, kind, pool))
 	msg.Data = body
