@@ -111,10 +111,18 @@ func (c *Client) Watcher(ctx context.Context, pool string, opts ...WatchOption) 
 		defer close(w.out)
 		defer pw.stop()
 		w.err = pw.run(ctx, DefaultResync, first, func(batch []events.Change) bool {
-			for _, ch := range batch {
+			for i, ch := range batch {
+				// Revision moves before the reader gets a read's last
+				// change, so a reader that got it sees the revision it
+				// brings (run holds the batch's barrier; same goroutine).
+				prev := pw.synced.Load()
+				if i == len(batch)-1 {
+					pw.synced.Store(pw.m.barrier)
+				}
 				select {
 				case w.out <- ch:
 				case <-ctx.Done():
+					pw.synced.Store(prev)
 					return false
 				}
 			}
