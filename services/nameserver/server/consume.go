@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"hash/fnv"
 	"log/slog"
 	"sync"
 	"time"
@@ -18,6 +19,7 @@ import (
 // nats.go pull again. So a pull lost with a consumer leader that went
 // away (its node died) is replaced within about two seconds.
 const (
+	eventLanes    = 8
 	pullBatch     = 16
 	pullExpiry    = 5 * time.Second
 	pullHeartbeat = time.Second
@@ -49,7 +51,8 @@ type supervised struct {
 	cons     jetstream.Consumer // the current consumer, for its lag
 	cc       jetstream.ConsumeContext
 	stopping bool
-	restart  chan struct{} // the current Consume is sick
+	restart  chan struct{}  // the current Consume is sick
+	inWork   sync.WaitGroup // messages handed to lanes and not yet done
 
 	// Errors of the current Consume (generation gen) since its last
 	// message.
@@ -63,12 +66,17 @@ type supervised struct {
 // finds) the consumer, handle gets each message. The first Consume is
 // started (within setupCtx) before it returns; the supervisor runs until
 // ctx ends.
+//
+// With key set, messages are handled on eventLanes goroutines: those of one
+// key in the order they came, those of different keys side by side, so
+// that one event waiting for the store (a round trip, or a leader
+// election) does not hold up the others.
 func (n *NameServer) consume(setupCtx, ctx context.Context, nc *nats.Conn, what string, log *slog.Logger,
-	create func(context.Context) (jetstream.Consumer, error), handle func(context.Context, jetstream.Msg) error) error {
+	create func(context.Context) (jetstream.Consumer, error), handle func(context.Context, jetstream.Msg) error,
+	key func(jetstream.Msg) string) error {
 	s := &supervised{what: what, nc: nc, create: create, log: log.With("consumer", what),
 		restart: make(chan struct{}, 1)}
-	s.handle = func(m jetstream.Msg) {
-		s.healthy()
+	work := func(m jetstream.Msg) {
 		hctx, cancel := context.WithTimeout(ctx, n.cfg.AckWait)
 		defer cancel()
 		if err := handle(hctx, m); err != nil {
@@ -77,6 +85,46 @@ func (n *NameServer) consume(setupCtx, ctx context.Context, nc *nats.Conn, what 
 			return
 		}
 		_ = m.Ack()
+	}
+	s.handle = func(m jetstream.Msg) {
+		s.healthy()
+		work(m)
+	}
+	if key != nil {
+		lanes := make([]chan jetstream.Msg, eventLanes)
+		for i := range lanes {
+			lanes[i] = make(chan jetstream.Msg, pullBatch)
+			n.wg.Go(func() {
+				for {
+					select {
+					case <-ctx.Done():
+						// What is left goes to another replica after AckWait.
+						for {
+							select {
+							case <-lanes[i]:
+								s.inWork.Done()
+							default:
+								return
+							}
+						}
+					case m := <-lanes[i]:
+						work(m)
+						s.inWork.Done()
+					}
+				}
+			})
+		}
+		s.handle = func(m jetstream.Msg) {
+			s.healthy()
+			h := fnv.New32a()
+			_, _ = h.Write([]byte(key(m)))
+			s.inWork.Add(1)
+			select {
+			case lanes[h.Sum32()%eventLanes] <- m:
+			case <-ctx.Done():
+				s.inWork.Done()
+			}
+		}
 	}
 	if err := s.start(setupCtx); err != nil {
 		return err
@@ -248,9 +296,15 @@ func (s *supervised) drain(wait time.Duration) {
 	defer deadline.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	closed := cc.Closed()
+	var worked chan struct{} // closed once the lanes are done
 	for {
 		select {
-		case <-cc.Closed():
+		case <-closed:
+			// Delivered: now let the lanes finish what they hold.
+			closed, worked = nil, make(chan struct{})
+			go func() { s.inWork.Wait(); close(worked) }()
+		case <-worked:
 			return
 		case <-deadline.C:
 			cc.Stop()

@@ -204,10 +204,25 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 		return nil, reject(events.CodeConflict, "pool %s uses policy %s, not %s", poolName, pp, reg.Policy.Name)
 	}
 	key := events.Key(poolName, reg.PEID)
+	first := true
 	return retryCAS(ctx, func() (*events.Change, error) {
-		old, rev, err := g.current(ctx, key)
-		if err != nil {
-			return nil, err
+		// A renewal's first try takes the record from the view: no round
+		// trip to the store. The write's compare-and-set catches a view
+		// that is behind, and so does a refusal, which is made only on
+		// what the store says (errRecheck: the next try reads it).
+		var old *events.Record
+		var rev uint64
+		viewed := false
+		if first {
+			first = false
+			if rec, r, ok := g.view.member(key); ok {
+				old, rev, viewed = &rec, r, true
+			}
+		}
+		if !viewed {
+			if old, rev, err = g.current(ctx, key); err != nil {
+				return nil, err
+			}
 		}
 		now := g.now().UTC()
 		rec := events.Record{
@@ -230,6 +245,9 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 				return nil, err
 			}
 			return g.change(newRev, events.OpAdd, events.ReasonRegistered, &rec), nil
+		}
+		if viewed && (old.Signer != signer || reg.Seq < old.LastSeq || (reg.Seq == old.LastSeq && !g.wroteRev(ctx, rev, mark))) {
+			return nil, errRecheck
 		}
 		if old.Signer != signer {
 			return nil, reject(events.CodeForbidden, "pe_id %s in pool %s belongs to another signer", reg.PEID, poolName)
@@ -462,6 +480,10 @@ func sameElement(a, b *events.Record) bool {
 	return a.Policy == b.Policy && a.LifetimeMS == b.LifetimeMS &&
 		slices.Equal(a.Transports, b.Transports) && maps.Equal(a.Meta, b.Meta)
 }
+
+// errRecheck sends an event decided on the view back to the store: as a
+// lost compare-and-set race, retryCAS tries again.
+var errRecheck = fmt.Errorf("the view may be behind the store: %w", jetstream.ErrKeyRevisionMismatch)
 
 // isCASConflict tells a lost compare-and-set race from other errors.
 func isCASConflict(err error) bool {

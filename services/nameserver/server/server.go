@@ -331,6 +331,11 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 				return err
 			}
 			return reg.handle(ctx, &nats.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()}, meta.Sequence.Stream)
+		}, func(m jetstream.Msg) string {
+			// One lane for all events of a PE (register, deregister, reports), in order.
+			peID, _ := peIDAndSeq(m.Data())
+			_, _, poolName, _ := events.ParseSubject(m.Subject())
+			return poolName + "." + peID
 		}); err != nil {
 			return fmt.Errorf("scope %s: events consumer: %w", scope, err)
 		}

@@ -265,17 +265,24 @@ func (v *view) onConn(c events.Conn) []string {
 	return keys
 }
 
-// live returns the record of key if the PE is in the view.
-func (v *view) live(key string) (events.Record, bool) {
+// member returns the record of key and its revision if the PE is in the
+// view.
+func (v *view) member(key string) (events.Record, uint64, bool) {
 	poolName, id, _ := events.SplitKey(key)
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	if p := v.pools[poolName]; p != nil {
 		if i, found := p.find(id); found {
-			return p.members[i].rec, true
+			return p.members[i].rec, p.members[i].rev, true
 		}
 	}
-	return events.Record{}, false
+	return events.Record{}, 0, false
+}
+
+// live returns the record of key if the PE is in the view.
+func (v *view) live(key string) (events.Record, bool) {
+	rec, _, ok := v.member(key)
+	return rec, ok
 }
 
 // find returns the index of id in the sorted members.
