@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -22,35 +23,35 @@ import (
 //
 //   - Each replica probes, every probeInterval, what a renewal needs: the
 //     stream RSP_EVENTS, the scope's shared events consumer and the scope's
-//     bucket must answer and have a leader, no event of the scope stored
-//     more than maxEventAge ago may still wait to be applied, and its own
-//     NATS connection must be up. A replica whose own store write fails
-//     holds at once (registrar.handle). Until a probe has
-//     passed, and whenever one fails, the replica holds: heldSince is set
-//     to now.
+//     bucket must answer and have a leader, and its own NATS connection
+//     must be up. Until a probe has passed, and whenever one fails, the
+//     replica holds: heldSince is set to now. A replica whose own store
+//     write fails holds at once (registrar.handle).
 //   - A PE's deadline is max(updated_at, heldSince) + lifetime. So after
 //     any outage (an election, a lost node, a name-server restart, the
 //     replica's own reconnect) every PE has a fresh lifetime, counted from
 //     its end, to renew in.
+//   - A passing probe also finds the oldest event of the scope not yet
+//     applied (acknowledged), at this or another replica: every event
+//     stored before it, or before the probe when none waits, has reached
+//     the bucket. That instant is appliedUpTo, and a PE is overdue only
+//     when its deadline is not after it: a renewal that waits in a backlog
+//     (name servers that cannot keep up, or catch up after an outage) or
+//     that is stuck at a replica whose store write hangs keeps its PE.
 //   - Every sweepInterval, while the last probe passed, the replica removes
-//     the PEs past their deadline: a purge with compare-and-set on the
-//     revision it read (so of two replicas, one removes and announces), the
-//     remove change with reason "expired", a log line. Resolution leaves
-//     out a PE past its deadline even before it is swept.
+//     the overdue PEs: a purge with compare-and-set on the revision it
+//     read (so of two replicas, one removes and announces), the remove
+//     change with reason "expired", a log line. Resolution leaves out an
+//     overdue PE even before it is swept.
 //
 // PEs that died while no name server ran are removed (and announced) one
 // lifetime after the first replica is back and caught up with the events
 // stored meanwhile: their missing renewals cannot be told from renewals an
 // outage of the stream itself kept from being stored.
 const (
-	probeInterval = time.Second
+	probeInterval = 500 * time.Millisecond
 	probeTimeout  = time.Second
 	sweepInterval = 100 * time.Millisecond
-	// maxEventAge is the oldest an event of the scope not yet applied
-	// may be for a probe to pass: an older one is a renewal stuck in work
-	// (a store that does not answer) or in a backlog (after an outage, or
-	// name servers that cannot keep up).
-	maxEventAge = time.Second
 	// probeFresh: a passed probe older than this no longer counts.
 	probeFresh = probeInterval + probeTimeout + 500*time.Millisecond
 )
@@ -93,7 +94,7 @@ func (x *expiry) run(ctx context.Context) {
 // check probes the path of renewals and holds lifetimes when it is not
 // whole.
 func (x *expiry) check(ctx context.Context) {
-	err := x.probe(ctx)
+	applied, err := x.probe(ctx)
 	if ctx.Err() != nil {
 		return
 	}
@@ -111,48 +112,54 @@ func (x *expiry) check(ctx context.Context) {
 		x.log.Info("expiry running: lifetimes count from now for PEs not renewed since", "held_since", x.view.heldTime())
 	}
 	x.heldWhy = ""
+	x.view.applied.Store(applied.UnixNano())
 	x.view.passed.Store(now.UnixNano())
 }
 
-// probe asks for what a renewal needs; nil when all of it answers.
-func (x *expiry) probe(ctx context.Context) error {
+// probe asks for what a renewal needs; when all of it answers, it returns
+// the instant every event stored before has been applied.
+func (x *expiry) probe(ctx context.Context) (time.Time, error) {
 	if !x.nc.IsConnected() {
-		return fmt.Errorf("not connected to NATS")
+		return time.Time{}, fmt.Errorf("not connected to NATS")
 	}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	st, err := x.js.Stream(ctx, events.StreamName)
 	if err != nil {
-		return fmt.Errorf("stream %s: %w", events.StreamName, err)
+		return time.Time{}, fmt.Errorf("stream %s: %w", events.StreamName, err)
 	}
 	if err := led(st.CachedInfo().Cluster); err != nil {
-		return fmt.Errorf("stream %s: %w", events.StreamName, err)
+		return time.Time{}, fmt.Errorf("stream %s: %w", events.StreamName, err)
 	}
+	asked := time.Now() // events stored later are not in what the consumer tells
 	c, err := st.Consumer(ctx, x.durable)
 	if err != nil {
-		return fmt.Errorf("consumer %s: %w", x.durable, err)
+		return time.Time{}, fmt.Errorf("consumer %s: %w", x.durable, err)
 	}
 	ci := c.CachedInfo()
 	if err := led(ci.Cluster); err != nil {
-		return fmt.Errorf("consumer %s: %w", x.durable, err)
+		return time.Time{}, fmt.Errorf("consumer %s: %w", x.durable, err)
 	}
+	applied := asked
 	if ci.NumPending > 0 || ci.NumAckPending > 0 {
-		// The oldest event not yet applied (acknowledged), delivered or
-		// not: a renewal stored that long ago has not reached the bucket.
+		// The oldest event not yet applied, delivered or not.
 		m, err := st.GetMsg(ctx, ci.AckFloor.Stream+1, jetstream.WithGetMsgSubject(events.Subject(x.scope, "*", "*")))
-		if err == nil && time.Since(m.Time) > maxEventAge {
-			return fmt.Errorf("consumer %s: an event stored %s ago is not yet applied (%d in work, %d not delivered)",
-				x.durable, time.Since(m.Time).Round(time.Millisecond), ci.NumAckPending, ci.NumPending)
+		switch {
+		case err == nil && m.Time.Before(applied):
+			applied = m.Time
+		case err == nil:
+		case !errors.Is(err, jetstream.ErrMsgNotFound): // not found: applied since
+			return time.Time{}, fmt.Errorf("oldest event not applied: %w", err)
 		}
 	}
 	kv, err := x.js.Stream(ctx, "KV_"+x.bucket)
 	if err != nil {
-		return fmt.Errorf("bucket %s: %w", x.bucket, err)
+		return time.Time{}, fmt.Errorf("bucket %s: %w", x.bucket, err)
 	}
 	if err := led(kv.CachedInfo().Cluster); err != nil {
-		return fmt.Errorf("bucket %s: %w", x.bucket, err)
+		return time.Time{}, fmt.Errorf("bucket %s: %w", x.bucket, err)
 	}
-	return nil
+	return applied, nil
 }
 
 // led fails when a replicated stream or consumer has no leader (its
@@ -169,16 +176,15 @@ func (x *expiry) sweep(ctx context.Context) {
 	if !x.view.running() {
 		return
 	}
-	held := x.view.heldTime()
-	now := time.Now()
-	for _, key := range x.view.overdue(now) {
+	held, upTo := x.view.heldTime(), x.view.appliedTime()
+	for _, key := range x.view.overdue() {
 		if ctx.Err() != nil {
 			return
 		}
 		rctx, cancel := context.WithTimeout(ctx, probeTimeout)
 		_, err := x.reg.removeIf(rctx, key, events.ReasonExpired, func(rec *events.Record) bool {
-			return !deadline(rec, held).After(now)
-		}, "updated_at", lastUpdate(x.view, key), "held_since", held)
+			return !deadline(rec, held).After(upTo)
+		}, "updated_at", lastUpdate(x.view, key), "held_since", held, "applied_up_to", upTo)
 		cancel()
 		if err != nil {
 			x.log.Warn("expired PE not removed yet", "key", key, "err", err)
@@ -192,6 +198,10 @@ func (v *view) interrupt(t time.Time) {
 	v.passed.Store(0)
 	v.hold(t)
 }
+
+// appliedTime is appliedUpTo: every event stored before it has been
+// applied, as the last passed probe found.
+func (v *view) appliedTime() time.Time { return time.Unix(0, v.applied.Load()) }
 
 // running tells whether lifetimes run: the last probe passed, lately.
 func (v *view) running() bool {

@@ -38,7 +38,7 @@ func newMember(rev uint64, rec *events.Record) *member {
 func (m *member) lifetime() int64 { return m.rec.LifetimeMS * int64(time.Millisecond) }
 
 // overdue tells whether m's lifetime ran out by now, a hold ending at held
-// counted (both Unix nanoseconds).
+// counted (both Unix nanoseconds; now is appliedUpTo, expiry.go).
 func (m *member) overdue(now, held int64) bool {
 	return m.expires <= now && held+m.lifetime() <= now
 }
@@ -89,6 +89,10 @@ type view struct {
 	// passed is when the last probe of the path of renewals passed (Unix
 	// nanoseconds); 0 while it fails (expiry.go).
 	passed atomic.Int64
+	// applied: every event stored before it has been applied (Unix
+	// nanoseconds), as the last passed probe found; no PE is overdue
+	// before its deadline has passed it (expiry.go).
+	applied atomic.Int64
 }
 
 const maxGone = 4096
@@ -374,9 +378,10 @@ func (v *view) hold(t time.Time) {
 // heldTime is when lifetimes were last held.
 func (v *view) heldTime() time.Time { return time.Unix(0, v.held.Load()) }
 
-// overdue returns the keys of the PEs whose lifetime ran out by now.
-func (v *view) overdue(now time.Time) []string {
-	t, held := now.UnixNano(), v.held.Load()
+// overdue returns the keys of the PEs whose lifetime ran out by
+// appliedUpTo.
+func (v *view) overdue() []string {
+	t, held := v.applied.Load(), v.held.Load()
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	var keys []string
@@ -457,7 +462,7 @@ func (v *view) resolve(poolName string, q *events.ResolveRequest, picks []int, b
 		return &events.Error{Code: events.CodeNotFound, Message: "no pool " + poolName + " in scope " + v.scope}
 	}
 	members, cands := p.members, p.cands
-	if now := time.Now().UnixNano(); now >= p.earliest {
+	if now := v.applied.Load(); now >= p.earliest {
 		// Some lifetime may have run out, not yet swept: leave it out.
 		held := v.held.Load()
 		members, cands = filtered(members, cands, func(m *member) bool { return !m.overdue(now, held) })
