@@ -61,11 +61,11 @@ func (r *rejection) Error() string { return r.e.Error() }
 
 // handle processes one event message; eventSeq is its sequence in the
 // stream RSP_EVENTS, which tells the very event delivered again (an
-// earlier delivery may have applied it already) from a replay. A returned
-// error is a fault of the infrastructure (the store was unavailable): the
-// event is left for redelivery. Refusals are not errors: they are
-// outcomes.
-func (g *registrar) handle(ctx context.Context, msg *nats.Msg, eventSeq uint64) error {
+// earlier delivery may have applied it already) from a replay, and stored
+// when the stream stored it. A returned error is a fault of the
+// infrastructure (the store was unavailable): the event is left for
+// redelivery. Refusals are not errors: they are outcomes.
+func (g *registrar) handle(ctx context.Context, msg *nats.Msg, eventSeq uint64, stored time.Time) error {
 	_, kind, poolName, err := events.ParseSubject(msg.Subject)
 	if err != nil {
 		if parts := strings.Split(msg.Subject, "."); len(parts) == 4 {
@@ -73,6 +73,18 @@ func (g *registrar) handle(ctx context.Context, msg *nats.Msg, eventSeq uint64) 
 		}
 	}
 	peID, seq := peIDAndSeq(msg.Data)
+	if err == nil && kind == events.KindRegister && time.Since(stored) > supersededAfter {
+		if _, ok := g.view.live(events.Key(poolName, peID)); ok {
+			// A renewal from a backlog (the name servers were down or
+			// behind): its publisher stopped waiting long ago, and a PE
+			// that lives has sent newer ones, which take effect. Skipping
+			// it (no write, no outcome) lets a backlog drain many times
+			// faster. Registrations of new PEs and deregistrations are
+			// always applied.
+			g.log.Debug("registration from a backlog skipped: the PE is registered and newer events follow", "pool", poolName, "pe_id", peID, "seq", seq, "stored", stored)
+			return nil
+		}
+	}
 	ctx = withEventAttrs(ctx, msg, eventSeq, poolName, peID)
 	var change *events.Change
 	if err == nil {
@@ -432,6 +444,12 @@ func (g *registrar) deregisteredBy(ctx context.Context, key, poolName, peID stri
 // viewWait bounds how long an outcome waits for this replica's view to
 // show the change, so that a PE told "accepted" is resolvable at once.
 const viewWait = time.Second
+
+// supersededAfter: a registration of a PE already registered, stored this
+// long before it is handled, is skipped (registrar.handle). Clients wait at
+// most their timeout (default 5 s; a renewal at most half a lifetime) for
+// an outcome.
+const supersededAfter = 10 * time.Second
 
 // storeTimeout bounds one read or write of the bucket: a bucket electing
 // a leader answers nothing for seconds, and an event that waits for it

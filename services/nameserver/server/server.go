@@ -330,7 +330,7 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 			if err != nil {
 				return err
 			}
-			return reg.handle(ctx, &nats.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()}, meta.Sequence.Stream)
+			return reg.handle(ctx, &nats.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()}, meta.Sequence.Stream, meta.Timestamp)
 		}, func(m jetstream.Msg) string {
 			// One lane for all events of a PE (register, deregister, reports), in order.
 			peID, _ := peIDAndSeq(m.Data())
