@@ -110,6 +110,9 @@ type Config struct {
 	Recover time.Duration
 	// Faults to run, in order; default Faults.
 	Faults []Fault
+	// NoBaseline skips the load alone (FaultNone) before the faults,
+	// unless it is one of Faults.
+	NoBaseline bool
 	// Dir holds the cluster's data and the auth store; default a
 	// temporary folder removed at the end.
 	Dir string
@@ -320,11 +323,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	base, err := w.run(ctx, FaultNone)
-	rep.Baseline = base
-	if err != nil {
-		rep.Took = time.Since(rep.Started)
-		return rep, err
+	if !cfg.NoBaseline || slices.Contains(cfg.Faults, FaultNone) {
+		base, err := w.run(ctx, FaultNone)
+		rep.Baseline = base
+		if err != nil {
+			rep.Took = time.Since(rep.Started)
+			return rep, err
+		}
 	}
 	for _, f := range cfg.Faults {
 		if f == FaultNone {
