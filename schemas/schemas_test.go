@@ -162,6 +162,56 @@ func TestEventsMessages(t *testing.T) {
 	}
 }
 
+// TestRefusalOutcomes validates the outcomes a name server sends for
+// events whose pe_id is missing or breaks the PE id rule: such an event is
+// refused bad_request, and its outcome echoes pe_id and seq as far as the
+// body could be read (as the registrar's peIDAndSeq reads them), so pe_id
+// may be "" or the invalid string (it goes to rsp.<scope>.outcome.<pool>._).
+func TestRefusalOutcomes(t *testing.T) {
+	reg := registration()
+	bodies := map[string][]byte{
+		"missing pe_id":  mutate(t, reg, func(m map[string]any) { delete(m, "pe_id") }),
+		"empty pe_id":    mutate(t, reg, func(m map[string]any) { m["pe_id"] = "" }),
+		"pe_id with dot": mutate(t, reg, func(m map[string]any) { m["pe_id"] = "echo.1" }),
+		"pe_id -echo":    mutate(t, reg, func(m map[string]any) { m["pe_id"] = "-echo" }),
+		"pe_id with >":   mutate(t, reg, func(m map[string]any) { m["pe_id"] = "a > b" }),
+		"pe_id 65 chars": mutate(t, reg, func(m map[string]any) { m["pe_id"] = strings.Repeat("a", 65) }),
+		"pe_id a number": mutate(t, reg, func(m map[string]any) { m["pe_id"] = 7 }),
+		"seq missing":    mutate(t, reg, func(m map[string]any) { m["pe_id"] = "a.b"; delete(m, "seq") }),
+		"not JSON":       []byte(`{"pe_id":`),
+	}
+	for name, body := range bodies {
+		t.Run(name, func(t *testing.T) {
+			// What the name server echoes (registrar.peIDAndSeq).
+			var echo struct {
+				PEID string `json:"pe_id"`
+				Seq  uint64 `json:"seq"`
+			}
+			_ = json.Unmarshal(body, &echo)
+			// Why it refuses: the body does not decode or validate.
+			var r events.Registration
+			err := events.Decode(body, &r)
+			if err == nil {
+				err = r.Validate(now, time.Minute)
+			}
+			if err == nil {
+				t.Fatalf("events accepts %s", body)
+			}
+			out := events.Marshal(events.Outcome{PEID: echo.PEID, Seq: echo.Seq, Error: &events.Error{Code: events.CodeBadRequest, Message: err.Error()}})
+			if err := Validate("outcome", out); err != nil {
+				t.Errorf("outcome rejects the refusal %s:\n%v", out, err)
+			}
+			// An accepted outcome must name a valid PE id.
+			if echo.PEID != "" || name == "empty pe_id" || name == "missing pe_id" {
+				acc := events.Marshal(events.Outcome{PEID: echo.PEID, Seq: 1, Accepted: true})
+				if err := Validate("outcome", acc); err == nil || !strings.Contains(err.Error(), "/pe_id") {
+					t.Errorf("outcome accepts %s (err %v)", acc, err)
+				}
+			}
+		})
+	}
+}
+
 // TestProtocolExamples validates the JSON examples of protocol.md verbatim.
 func TestProtocolExamples(t *testing.T) {
 	cases := []struct{ schema, body string }{
@@ -261,6 +311,9 @@ func TestInvalid(t *testing.T) {
 		{"priority negative", "registration", mutate(t, reg, func(m map[string]any) { pol(m)["priority"] = -1 }), "/policy/priority"},
 		{"policy without name", "registration", mutate(t, reg, func(m map[string]any) { delete(pol(m), "name") }), "/policy"},
 		{"negative lifetime", "registration", mutate(t, reg, func(m map[string]any) { m["lifetime_ms"] = -1 }), "/lifetime_ms"},
+		{"lifetime over 24 h", "registration", mutate(t, reg, func(m map[string]any) { m["lifetime_ms"] = 86400001 }), "/lifetime_ms"},
+		{"accepted with empty pe_id", "outcome", events.Marshal(events.Outcome{Seq: 1, Accepted: true}), "/pe_id"},
+		{"rejected with pe_id a number", "outcome", []byte(`{"pe_id":7,"seq":0,"accepted":false,"error":{"code":"bad_request","message":"m"}}`), "/pe_id"},
 		{"meta value not a string", "registration", mutate(t, reg, func(m map[string]any) { m["meta"] = map[string]any{"zone": 1} }), "/meta/zone"},
 		{"time not RFC 3339", "registration", mutate(t, reg, func(m map[string]any) { m["time"] = "25 Nov 2026 10:00" }), "/time"},
 		{"time placeholder", "deregistration", []byte(`{"pe_id": "echo-1", "seq": 43, "time": "..."}`), "/time"},
@@ -333,6 +386,9 @@ func TestAgreesWithEvents(t *testing.T) {
 		{"seq 0", func(r *events.Registration) { r.Seq = 0 }, false},
 		{"lifetime 0 (default)", func(r *events.Registration) { r.LifetimeMS = 0 }, true},
 		{"lifetime -5", func(r *events.Registration) { r.LifetimeMS = -5 }, false},
+		{"lifetime 24 h", func(r *events.Registration) { r.LifetimeMS = 86400000 }, true},
+		{"lifetime 24 h + 1 ms", func(r *events.Registration) { r.LifetimeMS = 86400001 }, false},
+		{"lifetime 1 ms (rounded up)", func(r *events.Registration) { r.LifetimeMS = 1 }, true},
 		{"tcp :80", func(r *events.Registration) { r.Transports = []events.Transport{{Proto: "tcp", Addr: ":80"}} }, true},
 		{"tcp [::1]:80", func(r *events.Registration) { r.Transports = []events.Transport{{Proto: "tcp", Addr: "[::1]:80"}} }, true},
 		{"tcp ::1:80", func(r *events.Registration) { r.Transports = []events.Transport{{Proto: "tcp", Addr: "::1:80"}} }, false},
