@@ -22,9 +22,9 @@ import (
 // writes it; name servers watch it.
 const AuthBucket = "rsp_auth"
 
-// AuthConfig turns on JWT authorization of events (protocol.md, "Signed
-// events"): every event must carry, in Rsp-Jwt, a user JWT of the scope's
-// account that allows it.
+// AuthConfig turns on JWT authorization of events (docs/protocol.md,
+// "Event authorization (operator mode)"): every event must carry, in
+// Rsp-Jwt, a user JWT of the scope's account that allows it.
 type AuthConfig struct {
 	// AccountJWT is the scope's account JWT, used until the bucket
 	// rsp_auth holds a newer one (and written there when it holds none).
