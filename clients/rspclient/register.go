@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -491,6 +492,9 @@ func (c *Client) sendEvent(ctx context.Context, sub *nats.Subscription, kind eve
 	}
 	ack, err := c.js.PublishMsg(ctx, msg)
 	if err != nil {
+		if denied := c.denied(msg.Subject, sub.Subject); denied != nil {
+			return denied
+		}
 		return fmt.Errorf("publish %s: %w", msg.Subject, err)
 	}
 	if ack.Duplicate {
@@ -499,6 +503,9 @@ func (c *Client) sendEvent(ctx context.Context, sub *nats.Subscription, kind eve
 	for {
 		m, err := sub.NextMsgWithContext(ctx)
 		if err != nil {
+			if denied := c.denied(msg.Subject, sub.Subject); denied != nil {
+				return denied
+			}
 			return fmt.Errorf("no outcome for %s seq %d: %w", kind, seq, err)
 		}
 		var o events.Outcome
@@ -517,4 +524,22 @@ func (c *Client) sendEvent(ctx context.Context, sub *nats.Subscription, kind eve
 		}
 		return o.Error
 	}
+}
+
+// denied returns a forbidden error (permanent: retrying cannot help) when
+// the NATS server refused this client's credentials a publish or
+// subscription on one of subjects: such a refusal reaches the client only
+// as the connection's last asynchronous error, while the publish itself
+// just gets no answer.
+func (c *Client) denied(subjects ...string) error {
+	last := c.nc.LastError()
+	if !errors.Is(last, nats.ErrPermissionViolation) {
+		return nil
+	}
+	for _, s := range subjects {
+		if strings.Contains(last.Error(), `"`+s+`"`) {
+			return &events.Error{Code: events.CodeForbidden, Message: "the credentials do not allow it: " + last.Error()}
+		}
+	}
+	return nil
 }

@@ -137,6 +137,27 @@ func (d *disconnects) waitRunning(ctx context.Context, g *registrar) bool {
 	return true
 }
 
+// waitApplied waits (at most maxHoldWait) until every event stored before
+// t has been applied, so that a PE that registered again over its new
+// connection within the grace is not taken out because the name servers
+// are behind; false when ctx ended.
+func (d *disconnects) waitApplied(ctx context.Context, g *registrar, t time.Time) bool {
+	start := time.Now()
+	for {
+		upTo, err := g.expiry.appliedNow(ctx)
+		if err == nil && !upTo.Before(t) {
+			return true
+		}
+		if time.Since(start) > maxHoldWait {
+			d.log.Warn("disconnect: events stored in the grace may not be applied yet; removing anyway", "scope", g.scope, "err", err, "applied_up_to", upTo)
+			return true
+		}
+		if !sleep(ctx, sweepInterval) {
+			return false
+		}
+	}
+}
+
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -152,6 +173,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 func (d *disconnects) handle(ctx context.Context, p pendingDisconnect) {
 	for _, g := range d.regs {
 		keys := g.view.onConn(p.conn)
+		graceEnd := p.at.Add(d.grace)
 		if len(keys) > 0 && d.waitRunning(ctx, g) {
 			// Renewals could not be stored a moment ago: a PE that
 			// reconnected may not have got its registration over the
@@ -159,7 +181,11 @@ func (d *disconnects) handle(ctx context.Context, p pendingDisconnect) {
 			if !sleep(ctx, d.grace) {
 				return
 			}
+			graceEnd = time.Now()
 			keys = g.view.onConn(p.conn)
+		}
+		if len(keys) > 0 && !d.waitApplied(ctx, g, graceEnd) {
+			return
 		}
 		for _, key := range keys {
 			// The bucket may be electing a leader (seconds): keep trying,

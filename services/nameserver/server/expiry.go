@@ -131,26 +131,9 @@ func (x *expiry) probe(ctx context.Context) (time.Time, error) {
 	if err := led(st.CachedInfo().Cluster); err != nil {
 		return time.Time{}, fmt.Errorf("stream %s: %w", events.StreamName, err)
 	}
-	asked := time.Now() // events stored later are not in what the consumer tells
-	c, err := st.Consumer(ctx, x.durable)
+	applied, err := x.appliedUpTo(ctx, st)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("consumer %s: %w", x.durable, err)
-	}
-	ci := c.CachedInfo()
-	if err := led(ci.Cluster); err != nil {
-		return time.Time{}, fmt.Errorf("consumer %s: %w", x.durable, err)
-	}
-	applied := asked
-	if ci.NumPending > 0 || ci.NumAckPending > 0 {
-		// The oldest event not yet applied, delivered or not.
-		m, err := st.GetMsg(ctx, ci.AckFloor.Stream+1, jetstream.WithGetMsgSubject(events.Subject(x.scope, "*", "*")))
-		switch {
-		case err == nil && m.Time.Before(applied):
-			applied = m.Time
-		case err == nil:
-		case !errors.Is(err, jetstream.ErrMsgNotFound): // not found: applied since
-			return time.Time{}, fmt.Errorf("oldest event not applied: %w", err)
-		}
+		return time.Time{}, err
 	}
 	kv, err := x.js.Stream(ctx, "KV_"+x.bucket)
 	if err != nil {
@@ -160,6 +143,43 @@ func (x *expiry) probe(ctx context.Context) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("bucket %s: %w", x.bucket, err)
 	}
 	return applied, nil
+}
+
+// appliedUpTo is the instant every event of the scope stored before has
+// been applied: when the oldest event not yet acknowledged (delivered or
+// not) was stored, or now when none waits.
+func (x *expiry) appliedUpTo(ctx context.Context, st jetstream.Stream) (time.Time, error) {
+	asked := time.Now() // events stored later are not in what the consumer tells
+	c, err := st.Consumer(ctx, x.durable)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("consumer %s: %w", x.durable, err)
+	}
+	ci := c.CachedInfo()
+	if err := led(ci.Cluster); err != nil {
+		return time.Time{}, fmt.Errorf("consumer %s: %w", x.durable, err)
+	}
+	if ci.NumPending == 0 && ci.NumAckPending == 0 {
+		return asked, nil
+	}
+	m, err := st.GetMsg(ctx, ci.AckFloor.Stream+1, jetstream.WithGetMsgSubject(events.Subject(x.scope, "*", "*")))
+	switch {
+	case err == nil && m.Time.Before(asked):
+		return m.Time, nil
+	case err == nil, errors.Is(err, jetstream.ErrMsgNotFound): // not found: applied since
+		return asked, nil
+	}
+	return time.Time{}, fmt.Errorf("oldest event not applied: %w", err)
+}
+
+// appliedNow asks for appliedUpTo now, bounded by probeTimeout.
+func (x *expiry) appliedNow(ctx context.Context) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	st, err := x.js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return x.appliedUpTo(ctx, st)
 }
 
 // led fails when a replicated stream or consumer has no leader (its

@@ -23,16 +23,17 @@ import (
 
 // registrar applies the events of one scope to its bucket.
 type registrar struct {
-	scope string
-	home  string // this replica's id, recorded as the PE's home name server
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	kv    jetstream.KeyValue
-	view  *view
-	skew  time.Duration
-	trust *scopeTrust // JWT authorization; nil when off
-	log   *slog.Logger
-	now   func() time.Time
+	scope  string
+	home   string // this replica's id, recorded as the PE's home name server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	view   *view
+	expiry *expiry // of the same scope and replica
+	skew   time.Duration
+	trust  *scopeTrust // JWT authorization; nil when off
+	log    *slog.Logger
+	now    func() time.Time
 
 	metrics *Metrics
 
@@ -74,13 +75,15 @@ func (g *registrar) handle(ctx context.Context, msg *nats.Msg, eventSeq uint64, 
 	}
 	peID, seq := peIDAndSeq(msg.Data)
 	if err == nil && kind == events.KindRegister && time.Since(stored) > supersededAfter {
-		if _, ok := g.view.live(events.Key(poolName, peID)); ok {
+		if rec, ok := g.view.live(events.Key(poolName, peID)); ok && !rec.UpdatedAt.Before(stored) {
 			// A renewal from a backlog (the name servers were down or
-			// behind): its publisher stopped waiting long ago, and a PE
-			// that lives has sent newer ones, which take effect. Skipping
-			// it (no write, no outcome) lets a backlog drain many times
-			// faster. Registrations of new PEs and deregistrations are
-			// always applied.
+			// behind) of a PE renewed since it was stored: its publisher
+			// stopped waiting long ago, and applying it would change
+			// nothing but the time of the last renewal. Skipping it (no
+			// write, no outcome) lets a backlog drain many times faster:
+			// each PE's oldest waiting registration is applied, the ones
+			// stored before that are skipped. Registrations of new PEs and
+			// deregistrations are always applied.
 			g.log.Debug("registration from a backlog skipped: the PE is registered and newer events follow", "pool", poolName, "pe_id", peID, "seq", seq, "stored", stored)
 			return nil
 		}
@@ -445,8 +448,8 @@ func (g *registrar) deregisteredBy(ctx context.Context, key, poolName, peID stri
 // show the change, so that a PE told "accepted" is resolvable at once.
 const viewWait = time.Second
 
-// supersededAfter: a registration of a PE already registered, stored this
-// long before it is handled, is skipped (registrar.handle). Clients wait at
+// supersededAfter: a registration of a PE renewed since it was stored,
+// stored this long before it is handled, is skipped (registrar.handle). Clients wait at
 // most their timeout (default 5 s; a renewal at most half a lifetime) for
 // an outcome.
 const supersededAfter = 10 * time.Second

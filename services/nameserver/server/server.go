@@ -357,6 +357,7 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 		}
 
 		x := &expiry{scope: scope, js: js, nc: nc, durable: eventsCfg.Durable, bucket: kv.Bucket(), view: v, reg: reg, log: log, metrics: cfg.Metrics}
+		reg.expiry = x
 		n.wg.Go(func() { x.run(runCtx) })
 		// Before names servers expired PEs themselves, the store's TTL
 		// did, and a consumer read its markers; it is of no use now.
