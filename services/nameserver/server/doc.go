@@ -37,11 +37,17 @@
 // own (package auth sets both up), so a replica with a JWT identity
 // (operator mode) subscribes to its account's subject, in queue group
 // rsp-nameservers: one replica takes each advisory. It waits
-// Config.DisconnectGrace (default 250 ms), then removes every PE whose
+// Config.DisconnectGrace (default 250 ms), then asks at once for
+// appliedUpTo (expiry.go) and waits, asking every 100 ms for at most
+// 30 s, until it is not before the end of the grace, so that the events
+// stored within the grace are applied; then it removes every PE whose
 // record still names that connection: a purge with compare-and-set on the
-// revision it read, a remove change with reason "disconnected" and the
-// element, a log line. A PE whose client reconnected and registered again
-// within the grace names its new connection and stays. Connections a
+// revision it read (retried with backoff for about 20 s), a remove change
+// with reason "disconnected" and the element, a log line. A PE whose
+// client reconnected and registered again within the grace names its new
+// connection and stays, even when the name servers are behind. While the
+// replica holds lifetimes, the PEs wait first for the hold to end (at
+// most 30 s) and get the grace again from then. Connections a
 // server closes because it shuts down are ignored (their clients move to
 // another server and register again).
 //
