@@ -32,7 +32,9 @@ type Config struct {
 	TLS *tls.Config
 	// Timeout bounds each connect attempt; default 5 s.
 	Timeout time.Duration
-	// Retry bounds the time spent retrying the first connect; 0 tries once.
+	// Retry bounds the time spent retrying the first connect; 0 tries once,
+	// negative retries until ctx ends (a PE that waits for NATS to come
+	// up).
 	Retry time.Duration
 	// Options are appended last (e.g. nats.InProcessServer).
 	Options []nats.Option
@@ -108,9 +110,13 @@ func newBackoff(maxElapsed time.Duration) *backoff.ExponentialBackOff {
 	return b
 }
 
-// firstConnect retries the first connect for up to retry; 0 tries once.
+// firstConnect retries the first connect for up to retry; 0 tries once,
+// negative for ever.
 func firstConnect(retry time.Duration) backoff.BackOff {
-	if retry <= 0 {
+	switch {
+	case retry < 0:
+		return newBackoff(0)
+	case retry == 0:
 		return &backoff.StopBackOff{}
 	}
 	return newBackoff(retry)

@@ -225,7 +225,7 @@ server starts next.`,
 				return err
 			}
 			saved := fmt.Sprintf("revoked %s in scope %s (saved in %s)", key, g.scope, st.Dir())
-			nc, err := g.dial(cmd.Context(), "rsp-cli-auth", st.SystemCredsPath())
+			nc, err := g.dial(cmd.Context(), "rsp-cli-auth", st.SystemCredsPath(), 0)
 			if err != nil {
 				if unreachable(err) {
 					fmt.Fprintf(g.stdout, "%s; no server reachable at %s: it applies when the name server starts next\n", saved, g.natsURL)
@@ -257,7 +257,7 @@ server starts next.`,
 // missing bucket (no name server with JWT authorization has run yet) is
 // fine: name servers read the account JWT from the store when they start.
 func updateAuthBucket(ctx context.Context, g *globals, st *auth.Store, tok string) (string, error) {
-	nc, err := g.dial(ctx, "rsp-cli-auth", st.CredsPath(g.scope, auth.RoleAdmin))
+	nc, err := g.dial(ctx, "rsp-cli-auth", st.CredsPath(g.scope, auth.RoleAdmin), 0)
 	if err != nil {
 		return "", fmt.Errorf("connect as admin of scope %s: %w", g.scope, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/nameserver/embedded"
 	"github.com/rserpool/rsp/services/nameserver/nstest"
 	"github.com/rserpool/rsp/services/nameserver/server"
 )
@@ -399,5 +401,37 @@ func wantLine(t *testing.T, p *proc, prefix string) {
 	t.Helper()
 	if l := p.line(); !strings.HasPrefix(l, prefix) {
 		t.Fatalf("rsp printed %q, want %q...", l, prefix)
+	}
+}
+
+// TestRegisterWaitsForNATS: rsp register started while no NATS server
+// listens keeps trying to connect (a PE waits for NATS as for the name
+// servers) and registers once a server and a name server are up.
+func TestRegisterWaitsForNATS(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	e := &env{t: t, url: "nats://" + addr, dir: t.TempDir()}
+	reg := e.start("--timeout", "500ms", "register", "echo", "--addr", "tcp:127.0.0.1:7001", "--id", "p5")
+	select {
+	case <-reg.done:
+		t.Fatalf("register exited %d with no NATS server; stderr %q", reg.cmd.ProcessState.ExitCode(), reg.stderr.String())
+	case l := <-reg.lines:
+		t.Fatalf("register printed %q with no NATS server", l)
+	case <-time.After(2 * time.Second):
+	}
+	s, err := embedded.Start(embedded.Config{Listen: addr, DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	e.s = s
+	nstest.StartNameServer(t, s, server.Config{})
+	wantLine(t, reg, "p5 registered in pool echo")
+	if code := reg.stop(syscall.SIGTERM); code != 0 {
+		t.Errorf("exit %d after SIGTERM, want 0; stderr %q", code, reg.stderr.String())
 	}
 }

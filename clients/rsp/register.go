@@ -31,11 +31,11 @@ func newRegisterCmd(g *globals) *cobra.Command {
 and "registered", renews the registration at a third of its lifetime, and on
 SIGINT or SIGTERM deregisters the PE (within --timeout) and exits 0.
 
-Once connected to NATS it never gives up while retrying can help: when no name
-server answers, the event stream elects a leader or the connection is down (it
-reconnects by itself), it keeps registering, with backoff, for as long as that
-lasts, also for the first registration, and prints each change of state on a
-line of its own:
+It never gives up while retrying can help: when no NATS server is up yet (it
+keeps connecting, with backoff), no name server answers, the event stream
+elects a leader or the connection is down (it reconnects by itself), it keeps
+registering, with backoff, for as long as that lasts, also for the first
+registration, and prints each change of state on a line of its own:
   ID retrying: ERR         renewals fail; the lifetime has not run out yet
   ID lost: ERR             the lifetime ran out unrenewed: the name servers may
                            have taken the PE out; registering again
@@ -63,7 +63,9 @@ Policies (the pool's first PE sets it): ` + strings.Join(policy.Names(), ", ") +
 			if err != nil {
 				return err
 			}
-			nc, c, err := g.connect(auth.RolePE, true)
+			// A PE waits for NATS as it waits for the name servers: it
+			// keeps trying until it is interrupted.
+			nc, c, err := g.connectRetrying(cmd.Context(), auth.RolePE, true, -1)
 			if err != nil {
 				return err
 			}

@@ -149,9 +149,10 @@ func (g *globals) credsFor(role auth.Role) string {
 	return auth.FindCreds(g.creds, g.data, g.scope, role)
 }
 
-// dial connects to --nats with creds (may be empty) and the TLS flags.
-func (g *globals) dial(ctx context.Context, name, creds string) (*nats.Conn, error) {
-	cfg := natsconn.Config{URLs: g.natsURL, Name: name, Creds: creds, Timeout: g.timeout, Logger: g.log}
+// dial connects to --nats with creds (may be empty) and the TLS flags;
+// retry bounds how long the first connect is tried (natsconn.Config).
+func (g *globals) dial(ctx context.Context, name, creds string, retry time.Duration) (*nats.Conn, error) {
+	cfg := natsconn.Config{URLs: g.natsURL, Name: name, Creds: creds, Timeout: g.timeout, Retry: retry, Logger: g.log}
 	var err error
 	if cfg.TLS, err = natsconn.TLSFiles(g.tlsCA, g.tlsCert, g.tlsKey); err != nil {
 		return nil, err
@@ -164,6 +165,12 @@ func (g *globals) dial(ctx context.Context, name, creds string) (*nats.Conn, err
 // identity (stableKey: registrations, failure reports) signs with the --key
 // file, and the others with a throwaway key.
 func (g *globals) connect(role auth.Role, stableKey bool) (*nats.Conn, *rspclient.Client, error) {
+	return g.connectRetrying(context.Background(), role, stableKey, 0)
+}
+
+// connectRetrying is connect whose first connect is retried for up to
+// retry (negative: until ctx ends), for commands that run for long.
+func (g *globals) connectRetrying(ctx context.Context, role auth.Role, stableKey bool, retry time.Duration) (*nats.Conn, *rspclient.Client, error) {
 	creds := g.credsFor(role)
 	opts := []rspclient.Option{rspclient.WithScope(g.scope), rspclient.WithTimeout(g.timeout), rspclient.WithLogger(g.log)}
 	switch {
@@ -179,7 +186,7 @@ func (g *globals) connect(role auth.Role, stableKey bool) (*nats.Conn, *rspclien
 		}
 		opts = append(opts, rspclient.WithKey(kp))
 	}
-	nc, err := g.dial(context.Background(), "rsp-cli", creds)
+	nc, err := g.dial(ctx, "rsp-cli", creds, retry)
 	if err != nil {
 		return nil, nil, err
 	}
