@@ -74,19 +74,18 @@ func (g *registrar) handle(ctx context.Context, msg *nats.Msg, eventSeq uint64, 
 		}
 	}
 	peID, seq := peIDAndSeq(msg.Data)
-	if err == nil && kind == events.KindRegister && time.Since(stored) > supersededAfter {
-		if rec, ok := g.view.live(events.Key(poolName, peID)); ok && !rec.UpdatedAt.Before(stored) {
-			// A renewal from a backlog (the name servers were down or
-			// behind) of a PE renewed since it was stored: its publisher
-			// stopped waiting long ago, and applying it would change
-			// nothing but the time of the last renewal. Skipping it (no
-			// write, no outcome) lets a backlog drain many times faster:
-			// each PE's oldest waiting registration is applied, the ones
-			// stored before that are skipped. Registrations of new PEs and
-			// deregistrations are always applied.
-			g.log.Debug("registration from a backlog skipped: the PE is registered and newer events follow", "pool", poolName, "pe_id", peID, "seq", seq, "stored", stored)
-			return nil
-		}
+	if err == nil && kind == events.KindRegister && time.Since(stored) > supersededAfter && g.superseded(poolName, msg.Data, stored) {
+		// A renewal from a backlog (the name servers were down or behind)
+		// that changes nothing, of a PE renewed since it was stored: its
+		// publisher stopped waiting for it, and applying it would only
+		// move the time of the last renewal back. Skipping it (no write,
+		// no outcome) lets a backlog drain many times faster: each PE's
+		// oldest waiting registration is applied, and the renewals stored
+		// before that are skipped. New PEs, changes (transports, policy,
+		// load, meta, lifetime, connection) and deregistrations are
+		// always applied.
+		g.log.Debug("renewal from a backlog skipped: the PE was renewed since", "pool", poolName, "pe_id", peID, "seq", seq, "stored", stored)
+		return nil
 	}
 	ctx = withEventAttrs(ctx, msg, eventSeq, poolName, peID)
 	var change *events.Change
@@ -448,11 +447,29 @@ func (g *registrar) deregisteredBy(ctx context.Context, key, poolName, peID stri
 // show the change, so that a PE told "accepted" is resolvable at once.
 const viewWait = time.Second
 
-// supersededAfter: a registration of a PE renewed since it was stored,
-// stored this long before it is handled, is skipped (registrar.handle). Clients wait at
-// most their timeout (default 5 s; a renewal at most half a lifetime) for
-// an outcome.
-const supersededAfter = 10 * time.Second
+// supersededAfter: a renewal that changes nothing, of a PE renewed since
+// it was stored, stored this long before it is handled, is skipped
+// (registrar.handle). Events wait milliseconds when nothing is wrong; the
+// bound keeps clocks that disagree (the stream's and the name server's)
+// from making a fresh renewal look superseded.
+const supersededAfter = 2 * time.Second
+
+// superseded tells whether the registration body (of pool) changes
+// nothing that the PE's record in the view holds, and the PE was renewed
+// at or after stored.
+func (g *registrar) superseded(poolName string, body []byte, stored time.Time) bool {
+	var reg events.Registration
+	if json.Unmarshal(body, &reg) != nil {
+		return false
+	}
+	old, ok := g.view.live(events.Key(poolName, reg.PEID))
+	if !ok || old.UpdatedAt.Before(stored) {
+		return false
+	}
+	rec := events.Record{LifetimeMS: reg.Lifetime().Milliseconds(), Transports: reg.Transports, Policy: reg.Policy, Meta: reg.Meta}
+	sameConn := (old.Conn == nil && reg.Conn == nil) || (old.Conn != nil && reg.Conn != nil && *old.Conn == *reg.Conn)
+	return sameConn && sameElement(&old, &rec)
+}
 
 // storeTimeout bounds one read or write of the bucket: a bucket electing
 // a leader answers nothing for seconds, and an event that waits for it
