@@ -107,8 +107,10 @@ func (c *Client) Watcher(ctx context.Context, pool string, opts ...WatchOption) 
 	}
 	w := &Watcher{w: pw, out: make(chan events.Change), done: make(chan struct{})}
 	go func() {
-		defer close(w.done)
+		// Done closes before Changes: a reader that saw Changes close
+		// finds Err set.
 		defer close(w.out)
+		defer close(w.done)
 		defer pw.stop()
 		w.err = pw.run(ctx, DefaultResync, first, func(batch []events.Change) bool {
 			for i, ch := range batch {
@@ -135,7 +137,7 @@ func (c *Client) Watcher(ctx context.Context, pool string, opts ...WatchOption) 
 // Changes delivers the changes; it is closed when the watch ends.
 func (w *Watcher) Changes() <-chan events.Change { return w.out }
 
-// Done is closed when the watch has ended (after Changes).
+// Done is closed when the watch has ended (just before Changes is).
 func (w *Watcher) Done() <-chan struct{} { return w.done }
 
 // Err is why the watch ended, once Done is closed (nil before): the ctx's
