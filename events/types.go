@@ -106,6 +106,29 @@ type Record struct {
 	Conn         *Conn             `json:"conn,omitempty"`
 }
 
+// Tombstone is the body of the purge marker that removes a PE from a
+// scope's bucket (rsp extension): who owned the PE id and the last seq
+// applied to it. While the marker lives (TombstoneLife), a registration of
+// the PE id by another signer is refused forbidden and one of its owner
+// must carry a higher seq, so that no replayed event, under any message
+// id, brings the PE back or undoes a later event.
+type Tombstone struct {
+	PEID      string    `json:"pe_id"`
+	Pool      string    `json:"pool"`
+	Signer    string    `json:"signer"`
+	LastSeq   uint64    `json:"last_seq"`
+	Reason    string    `json:"reason"`
+	RemovedAt time.Time `json:"removed_at"`
+}
+
+// TombstoneLife is how long a removal's purge marker must stay, for the
+// clock skew a name server allows: an event's time may be up to skew
+// away from the applying name server's clock, so an event accepted before
+// the removal can be accepted again at most 2 × skew after it; a minute
+// more covers clocks (the name server's, the NATS server's that expires
+// the marker) that disagree.
+func TombstoneLife(skew time.Duration) time.Duration { return 2*skew + time.Minute }
+
 // Element is a PE as resolution answers and changes show it.
 type Element struct {
 	PEID       string            `json:"pe_id"`

@@ -15,6 +15,15 @@ const (
 	MaxMax           = 128
 	MaxTransports    = 16
 	MaxLifetime      = 24 * time.Hour
+	// MaxSeq is the largest seq: 2^53 - 1, the largest integer every JSON
+	// reader (JavaScript's numbers) holds exactly. Wall-clock microseconds,
+	// the seqs rspclient sends, stay below it until the year 2255.
+	MaxSeq = 1<<53 - 1
+	// MaxWeight and MaxPriority bound the policy parameters (RFC 5356
+	// carries them in 32 bits): a weighted policy's sums over a pool then
+	// stay exact in 64-bit integers and in float64.
+	MaxWeight   = 1<<32 - 1
+	MaxPriority = 1<<32 - 1
 )
 
 // Decode unmarshals a JSON body into v; a type error names its field.
@@ -37,7 +46,7 @@ func Decode(body []byte, v any) error {
 }
 
 // timeFields are the time-valued fields of the wire messages.
-var timeFields = []string{"time", "registered_at", "updated_at"}
+var timeFields = []string{"time", "registered_at", "updated_at", "removed_at"}
 
 // badTimeField finds the time field that does not decode, since the json
 // package does not name it.
@@ -56,8 +65,8 @@ func badTimeField(body []byte) string {
 }
 
 func checkSeqTime(seq uint64, t, now time.Time, skew time.Duration) error {
-	if seq == 0 {
-		return Errf("seq", "must be an integer ≥ 1")
+	if seq == 0 || seq > MaxSeq {
+		return Errf("seq", "%d is not an integer in 1..%d", seq, uint64(MaxSeq))
 	}
 	if t.IsZero() {
 		return Errf("time", "is required (RFC 3339)")
@@ -102,7 +111,7 @@ func (r *Registration) Validate(now time.Time, skew time.Duration) error {
 			return Errf("transports["+itoa(i)+"]."+fe.Field, "%s", fe.Rule)
 		}
 	}
-	if err := r.Policy.validate(); err != nil {
+	if err := r.Policy.Validate(); err != nil {
 		return err
 	}
 	return r.Conn.validate()
@@ -141,15 +150,17 @@ func (t Transport) validate() error {
 	return nil
 }
 
-func (p PolicyParams) validate() error {
+// Validate checks the policy parameters against the protocol's bounds,
+// whatever the policy uses.
+func (p PolicyParams) Validate() error {
 	if p.Name == "" {
 		return Errf("policy.name", "is required")
 	}
-	if p.Weight < 0 {
-		return Errf("policy.weight", "must be ≥ 1 when given")
+	if p.Weight < 0 || p.Weight > MaxWeight {
+		return Errf("policy.weight", "%d is not in 1..%d (or absent)", p.Weight, MaxWeight)
 	}
-	if p.Priority < 0 {
-		return Errf("policy.priority", "must be ≥ 0")
+	if p.Priority < 0 || p.Priority > MaxPriority {
+		return Errf("policy.priority", "%d is not in 0..%d", p.Priority, MaxPriority)
 	}
 	for _, f := range []struct {
 		name string

@@ -1,6 +1,10 @@
 package policy
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/rserpool/rsp/events"
+)
 
 func TestRoundRobin(t *testing.T) {
 	p := build(t, "round_robin")
@@ -58,6 +62,24 @@ func TestWeightedRoundRobin(t *testing.T) {
 		if d := count[i] - 100*c[i].Weight; d < -2 || d > 2 {
 			t.Fatalf("after join and leave: counts %v, want 100× the weights of %v", count, c)
 		}
+	}
+}
+
+// TestWeightedRoundRobinAtMaxWeight: the largest weights a registration
+// may carry neither overflow nor lose precision: equal weights share
+// equally.
+func TestWeightedRoundRobinAtMaxWeight(t *testing.T) {
+	p := build(t, "weighted_round_robin")
+	c := cands(3)
+	for i := range c {
+		c[i].Weight = events.MaxWeight
+	}
+	count := make([]int, len(c))
+	for range 30 {
+		count[p.Pick(nil, c, 1, nil)[0]]++
+	}
+	if count[0] != 10 || count[1] != 10 || count[2] != 10 {
+		t.Fatalf("counts %v, want 10 each", count)
 	}
 }
 

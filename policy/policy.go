@@ -202,23 +202,11 @@ func (b *builtin) Build() Picker { return b.build(nil) }
 // Validate checks every parameter a PE may give, whatever the policy uses,
 // and that a weighted policy gets a weight.
 func (b *builtin) Validate(c Candidate) error {
-	switch {
-	case b.weighted && c.Weight < 1:
+	if b.weighted && c.Weight < 1 {
 		return events.Errf("policy.weight", "policy %s needs a weight ≥ 1, got %d", b.name, c.Weight)
-	case c.Weight < 0:
-		return events.Errf("policy.weight", "%d: must be ≥ 1 when given", c.Weight)
-	case c.Priority < 0:
-		return events.Errf("policy.priority", "%d: must be ≥ 0", c.Priority)
 	}
-	for _, f := range [...]struct {
-		name string
-		v    float64
-	}{{"policy.load", c.Load}, {"policy.degradation", c.Degradation}, {"policy.load_increment", c.LoadIncrement}} {
-		if !(f.v >= 0 && f.v <= 1) { // also refuses NaN
-			return events.Errf(f.name, "%g is not a fraction in [0, 1]", f.v)
-		}
-	}
-	return nil
+	return events.PolicyParams{Name: b.name, Weight: c.Weight, Priority: c.Priority, Load: c.Load,
+		Degradation: c.Degradation, LoadIncrement: c.LoadIncrement}.Validate()
 }
 
 // floor is the least weight of a randomized least-used PE: one unit of

@@ -52,7 +52,7 @@ func signer(t *testing.T) string {
 }
 
 func TestNames(t *testing.T) {
-	want := []string{"change", "deregistration", "failure_report", "monitor_change", "monitor_snapshot", "monitor_stats", "nameserver_beat", "outcome", "record", "registration", "reports", "resolve_answer", "resolve_request"}
+	want := []string{"change", "deregistration", "failure_report", "monitor_change", "monitor_snapshot", "monitor_stats", "nameserver_beat", "outcome", "record", "registration", "reports", "resolve_answer", "resolve_request", "tombstone"}
 	got := Names()
 	if !slices.Equal(got, want) {
 		t.Fatalf("Names() = %v, want %v", got, want)
@@ -117,6 +117,7 @@ func TestEventsMessages(t *testing.T) {
 		{"outcome", events.Outcome{PEID: "echo-1", Seq: 42, Error: &events.Error{Code: events.CodeForbidden, Message: "echo-1 belongs to another signer"}}},
 		{"outcome", events.Outcome{PEID: "echo-1", Seq: 0, Error: &events.Error{Code: events.CodeBadRequest, Message: "seq: must be an integer ≥ 1"}}},
 		{"record", rec},
+		{"tombstone", events.Tombstone{PEID: "echo-1", Pool: "echo", Signer: signer(t), LastSeq: 43, Reason: events.ReasonDeregistered, RemovedAt: now}},
 		{"record", rec.Element()},
 		{"resolve_request", events.ResolveRequest{}},
 		{"resolve_request", events.ResolveRequest{Max: 128, Exclude: []string{"echo-3", "echo-4"}, Affinity: "echo-1", Hint: map[string]string{"zone": "a"}}},
@@ -335,6 +336,7 @@ func TestInvalid(t *testing.T) {
 		{"record with bad signer", "record", mutate(t, rec, func(m map[string]any) { m["signer"] = "ABCDEF" }), "/signer"},
 		{"record with bad pool", "record", mutate(t, rec, func(m map[string]any) { m["pool"] = "a.b" }), "/pool"},
 		{"record last_seq 0", "record", mutate(t, rec, func(m map[string]any) { m["last_seq"] = 0 }), "/last_seq"},
+		{"record last_seq 2^53", "record", mutate(t, rec, func(m map[string]any) { m["last_seq"] = uint64(1 << 53) }), "/last_seq"},
 		{"record bad updated_at", "record", mutate(t, rec, func(m map[string]any) { m["updated_at"] = "yesterday" }), "/updated_at"},
 		{"record conn without cid", "record", mutate(t, rec, func(m map[string]any) { m["conn"] = map[string]any{"server": "N1"} }), "/conn"},
 		{"registration conn cid 0", "registration", mutate(t, reg, func(m map[string]any) { m["conn"] = map[string]any{"server": "N1", "cid": 0} }), "/conn/cid"},

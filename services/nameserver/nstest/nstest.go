@@ -20,12 +20,16 @@ import (
 	"github.com/rserpool/rsp/services/nameserver/server"
 )
 
-// Logger logs to stderr when RSP_TEST_LOG is set, else nowhere.
+// Logger logs to stderr when RSP_TEST_LOG is set, else nowhere: from the
+// level it names (debug, info, warn, error), debug for any other value.
 func Logger() *slog.Logger {
-	if os.Getenv("RSP_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	v := os.Getenv("RSP_TEST_LOG")
+	if v == "" {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	level := slog.LevelDebug
+	_ = level.UnmarshalText([]byte(v))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
 // StartNATS starts an embedded JetStream server on a free loopback port

@@ -20,7 +20,7 @@ import (
 // away (its node died) is replaced within about two seconds.
 const (
 	eventLanes    = 8
-	pullBatch     = 16
+	pullBatch     = 128
 	pullExpiry    = 5 * time.Second
 	pullHeartbeat = time.Second
 )

@@ -122,7 +122,13 @@
 // a first delivery — finds its own mark and is accepted again (and its
 // change announced again under the same revision) without a second
 // write, while a replay of the same signed event, a new stream message, is
-// refused as stale. Creates and updates are compare-and-set on the key's
+// refused as stale. A removal (any reason) leaves a tombstone in its
+// purge marker (events.Tombstone: owner, last seq), kept for
+// Config.TombstoneLife (2 × ClockSkew + 1 min): until then another
+// signer's registration of the PE id is refused forbidden and the owner's
+// must carry a higher seq, so no replayed event, under any message id,
+// brings a removed PE back; after it the clock skew refuses any event
+// accepted before the removal. Creates and updates are compare-and-set on the key's
 // revision (a lost race, API error 10071, or 10164 on replicated streams,
 // is retried), so a retried write cannot apply twice either.
 //

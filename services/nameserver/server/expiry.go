@@ -45,9 +45,10 @@ import (
 //     overdue PE even before it is swept.
 //
 // PEs that died while no name server ran are removed (and announced) one
-// lifetime after the first replica is back and caught up with the events
-// stored meanwhile: their missing renewals cannot be told from renewals an
-// outage of the stream itself kept from being stored.
+// lifetime after the first replica is back, once it has read the events
+// stored meanwhile (lookahead.go: reading them ahead is several times
+// faster than applying them): their missing renewals cannot be told from
+// renewals an outage of the stream itself kept from being stored.
 const (
 	probeInterval = 500 * time.Millisecond
 	probeTimeout  = time.Second
@@ -68,7 +69,20 @@ type expiry struct {
 	log     *slog.Logger
 	metrics *Metrics
 	heldWhy string // why the last probe failed ("" when it passed)
+	// ahead reads a backlog ahead (lookahead.go); aheadReq feeds it.
+	ahead    lookahead
+	aheadReq chan aheadRequest
+	// behindSince is when appliedUpTo fell more than backlogLag behind
+	// (zero while it is not), lastLagLog when that was last logged.
+	behindSince, lastLagLog time.Time
 }
+
+// backlogLag: events waiting longer than this to be applied make a
+// backlog, logged while it lasts (every backlogLogEvery) and when it ends.
+const (
+	backlogLag      = 5 * time.Second
+	backlogLogEvery = 5 * time.Second
+)
 
 func (x *expiry) run(ctx context.Context) {
 	x.view.hold(time.Now()) // since newView: events stored meanwhile may hold renewals
@@ -78,6 +92,8 @@ func (x *expiry) run(ctx context.Context) {
 	defer probe.Stop()
 	sweep := time.NewTicker(sweepInterval)
 	defer sweep.Stop()
+	x.aheadReq = make(chan aheadRequest, 1)
+	go x.lookaheadLoop(ctx)
 	x.check(ctx)
 	for {
 		select {
@@ -94,7 +110,7 @@ func (x *expiry) run(ctx context.Context) {
 // check probes the path of renewals and holds lifetimes when it is not
 // whole.
 func (x *expiry) check(ctx context.Context) {
-	applied, err := x.probe(ctx)
+	applied, ahead, err := x.probe(ctx)
 	if ctx.Err() != nil {
 		return
 	}
@@ -114,61 +130,85 @@ func (x *expiry) check(ctx context.Context) {
 	x.heldWhy = ""
 	x.view.applied.Store(applied.UnixNano())
 	x.view.passed.Store(now.UnixNano())
+	x.logBacklog(now, applied)
+	x.requestLookahead(ahead)
+}
+
+// logBacklog says when events wait long to be applied (after an outage
+// of the name servers, or when they cannot keep up), and when they no
+// longer do: expiry of PEs not renewed waits for it.
+func (x *expiry) logBacklog(now, applied time.Time) {
+	lag := now.Sub(applied)
+	switch {
+	case lag > backlogLag && now.Sub(x.lastLagLog) >= backlogLogEvery:
+		if x.behindSince.IsZero() {
+			x.behindSince = now
+		}
+		x.lastLagLog = now
+		x.log.Info("applying a backlog of events", "behind", lag.Round(time.Millisecond), "oldest_waiting", applied)
+	case lag <= time.Second && !x.behindSince.IsZero():
+		x.log.Info("backlog of events applied", "took", now.Sub(x.behindSince).Round(time.Millisecond))
+		x.behindSince, x.lastLagLog = time.Time{}, time.Time{}
+	}
 }
 
 // probe asks for what a renewal needs; when all of it answers, it returns
-// the instant every event stored before has been applied.
-func (x *expiry) probe(ctx context.Context) (time.Time, error) {
+// the instant every event stored before has been applied, and where a
+// backlog, if any, starts and ends (for the lookahead).
+func (x *expiry) probe(ctx context.Context) (time.Time, aheadRequest, error) {
 	if !x.nc.IsConnected() {
-		return time.Time{}, fmt.Errorf("not connected to NATS")
+		return time.Time{}, aheadRequest{}, fmt.Errorf("not connected to NATS")
 	}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
+	asked := time.Now() // events stored before it are in the stream info
 	st, err := x.js.Stream(ctx, events.StreamName)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("stream %s: %w", events.StreamName, err)
+		return time.Time{}, aheadRequest{}, fmt.Errorf("stream %s: %w", events.StreamName, err)
 	}
 	if err := led(st.CachedInfo().Cluster); err != nil {
-		return time.Time{}, fmt.Errorf("stream %s: %w", events.StreamName, err)
+		return time.Time{}, aheadRequest{}, fmt.Errorf("stream %s: %w", events.StreamName, err)
 	}
-	applied, err := x.appliedUpTo(ctx, st)
+	applied, floor, err := x.appliedUpTo(ctx, st)
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, aheadRequest{}, err
 	}
 	kv, err := x.js.Stream(ctx, "KV_"+x.bucket)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("bucket %s: %w", x.bucket, err)
+		return time.Time{}, aheadRequest{}, fmt.Errorf("bucket %s: %w", x.bucket, err)
 	}
 	if err := led(kv.CachedInfo().Cluster); err != nil {
-		return time.Time{}, fmt.Errorf("bucket %s: %w", x.bucket, err)
+		return time.Time{}, aheadRequest{}, fmt.Errorf("bucket %s: %w", x.bucket, err)
 	}
-	return applied, nil
+	return applied, aheadRequest{from: floor + 1, last: st.CachedInfo().State.LastSeq, asked: asked, applied: applied}, nil
 }
 
 // appliedUpTo is the instant every event of the scope stored before has
 // been applied: when the oldest event not yet acknowledged (delivered or
-// not) was stored, or now when none waits.
-func (x *expiry) appliedUpTo(ctx context.Context, st jetstream.Stream) (time.Time, error) {
+// not) was stored, or now when none waits. floor is the consumer's ack
+// floor: every event up to it has been applied.
+func (x *expiry) appliedUpTo(ctx context.Context, st jetstream.Stream) (applied time.Time, floor uint64, err error) {
 	asked := time.Now() // events stored later are not in what the consumer tells
 	c, err := st.Consumer(ctx, x.durable)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("consumer %s: %w", x.durable, err)
+		return time.Time{}, 0, fmt.Errorf("consumer %s: %w", x.durable, err)
 	}
 	ci := c.CachedInfo()
 	if err := led(ci.Cluster); err != nil {
-		return time.Time{}, fmt.Errorf("consumer %s: %w", x.durable, err)
+		return time.Time{}, 0, fmt.Errorf("consumer %s: %w", x.durable, err)
 	}
+	floor = ci.AckFloor.Stream
 	if ci.NumPending == 0 && ci.NumAckPending == 0 {
-		return asked, nil
+		return asked, floor, nil
 	}
-	m, err := st.GetMsg(ctx, ci.AckFloor.Stream+1, jetstream.WithGetMsgSubject(events.Subject(x.scope, "*", "*")))
+	m, err := st.GetMsg(ctx, floor+1, jetstream.WithGetMsgSubject(events.Subject(x.scope, "*", "*")))
 	switch {
 	case err == nil && m.Time.Before(asked):
-		return m.Time, nil
+		return m.Time, floor, nil
 	case err == nil, errors.Is(err, jetstream.ErrMsgNotFound): // not found: applied since
-		return asked, nil
+		return asked, floor, nil
 	}
-	return time.Time{}, fmt.Errorf("oldest event not applied: %w", err)
+	return time.Time{}, 0, fmt.Errorf("oldest event not applied: %w", err)
 }
 
 // appliedNow asks for appliedUpTo now, bounded by probeTimeout.
@@ -179,7 +219,8 @@ func (x *expiry) appliedNow(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	return x.appliedUpTo(ctx, st)
+	applied, _, err := x.appliedUpTo(ctx, st)
+	return applied, err
 }
 
 // led fails when a replicated stream or consumer has no leader (its
@@ -197,13 +238,23 @@ func (x *expiry) sweep(ctx context.Context) {
 		return
 	}
 	held, upTo := x.view.heldTime(), x.view.appliedTime()
-	for _, key := range x.view.overdue() {
+	if ahead, _ := x.ahead.horizon(""); ahead.After(upTo) {
+		upTo = ahead // a backlog read ahead (lookahead.go)
+	}
+	for _, key := range x.view.overdue(upTo) {
 		if ctx.Err() != nil {
 			return
 		}
+		from := held
+		if ahead, latest := x.ahead.horizon(key); !ahead.IsZero() && latest.After(from) {
+			from = latest // an event of the PE waits in the backlog
+		}
+		if rec, ok := x.view.live(key); ok && deadline(&rec, from).After(upTo) {
+			continue
+		}
 		rctx, cancel := context.WithTimeout(ctx, probeTimeout)
 		_, err := x.reg.removeIf(rctx, key, events.ReasonExpired, func(rec *events.Record) bool {
-			return !deadline(rec, held).After(upTo)
+			return !deadline(rec, from).After(upTo)
 		}, "updated_at", lastUpdate(x.view, key), "held_since", held, "applied_up_to", upTo)
 		cancel()
 		if err != nil {

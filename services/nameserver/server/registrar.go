@@ -31,9 +31,13 @@ type registrar struct {
 	view   *view
 	expiry *expiry // of the same scope and replica
 	skew   time.Duration
-	trust  *scopeTrust // JWT authorization; nil when off
-	log    *slog.Logger
-	now    func() time.Time
+	// tombLife is how long a removal's purge marker (its tombstone) stays
+	// in the bucket (Config.TombstoneLife). PE records themselves have no
+	// TTL: the name servers expire them (expiry.go).
+	tombLife time.Duration
+	trust    *scopeTrust // JWT authorization; nil when off
+	log      *slog.Logger
+	now      func() time.Time
 
 	metrics *Metrics
 
@@ -113,7 +117,13 @@ func (g *registrar) handle(ctx context.Context, msg *nats.Msg, eventSeq uint64, 
 			return err
 		}
 		out.Error = &rj.e
-		g.log.InfoContext(ctx, "event refused", "subject", msg.Subject, "seq", seq, "code", rj.e.Code, "reason", rj.e.Message)
+		level := slog.LevelInfo
+		if time.Since(stored) > supersededAfter {
+			// From a backlog (after an outage: thousands, mostly too old
+			// for the clock skew); their publishers moved on.
+			level = slog.LevelDebug
+		}
+		g.log.Log(ctx, level, "event refused", "subject", msg.Subject, "seq", seq, "code", rj.e.Code, "reason", rj.e.Message)
 	}
 	g.metrics.event(g.scope, kind, out.Error)
 	if change != nil {
@@ -161,10 +171,19 @@ func subjectToken(s string) string {
 	return s
 }
 
-// verify checks the event's signature and decodes and validates its body.
+// verify decodes and validates the event's body, then checks its
+// signature. The cheap checks come first: after an outage the backlog
+// holds thousands of events too old for the clock-skew rule, and each
+// signature and JWT chain check costs far more than the decoding.
 func (g *registrar) verify(ctx context.Context, msg *nats.Msg, body interface {
 	Validate(time.Time, time.Duration) error
 }) (string, error) {
+	if err := events.Decode(msg.Data, body); err != nil {
+		return "", badRequest(err)
+	}
+	if err := body.Validate(g.now(), g.skew); err != nil {
+		return "", badRequest(err)
+	}
 	var signer string
 	var err error
 	if g.trust != nil {
@@ -178,31 +197,74 @@ func (g *registrar) verify(ctx context.Context, msg *nats.Msg, body interface {
 	if err != nil {
 		return "", reject(events.CodeForbidden, "%v", err)
 	}
-	if err := events.Decode(msg.Data, body); err != nil {
-		return "", badRequest(err)
-	}
-	if err := body.Validate(g.now(), g.skew); err != nil {
-		return "", badRequest(err)
-	}
 	return signer, nil
 }
 
-// current reads the record of key; nil when there is none.
-func (g *registrar) current(ctx context.Context, key string) (*events.Record, uint64, error) {
+// entry is the last revision of a key: a PE's record, or the purge
+// marker of its removal and the tombstone in it.
+type entry struct {
+	rec  *events.Record    // nil when the key holds no record
+	tomb *events.Tombstone // the removal's tombstone; nil when none (or a marker older than tombstones)
+	rev  uint64            // revision of the record or of the marker; 0 when the key has neither
+	hdr  nats.Header       // headers of that revision
+}
+
+// current reads the last revision of key from the bucket's stream (a
+// key-value Get hides purge markers, and with them the tombstones).
+func (g *registrar) current(ctx context.Context, key string) (entry, error) {
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	e, err := g.kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, nil
+	st, err := g.kvStream(ctx)
+	if err != nil {
+		return entry{}, fmt.Errorf("read %s: %w", key, err)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, "$KV."+g.kv.Bucket()+"."+key)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return entry{}, nil
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("read %s: %w", key, err)
+		return entry{}, fmt.Errorf("read %s: %w", key, err)
 	}
-	var rec events.Record
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		return nil, 0, fmt.Errorf("record %s is corrupt: %w", key, err)
+	e := entry{rev: m.Sequence, hdr: m.Header}
+	if isMarker(m.Header) {
+		if len(m.Data) > 0 {
+			e.tomb = new(events.Tombstone)
+			if err := json.Unmarshal(m.Data, e.tomb); err != nil {
+				return entry{}, fmt.Errorf("tombstone of %s is corrupt: %w", key, err)
+			}
+		}
+		return e, nil
 	}
-	return &rec, e.Revision(), nil
+	e.rec = new(events.Record)
+	if err := json.Unmarshal(m.Data, e.rec); err != nil {
+		return entry{}, fmt.Errorf("record %s is corrupt: %w", key, err)
+	}
+	return e, nil
+}
+
+// isMarker tells a delete or purge marker (a removal) from a record.
+func isMarker(h nats.Header) bool {
+	switch h.Get("KV-Operation") {
+	case "PURGE", "DEL":
+		return true
+	}
+	return h.Get(jetstream.MarkerReasonHeader) != ""
+}
+
+// heldBy refuses an event of signer with seq for a PE id removed less
+// than a tombstone's life ago: the id is still its owner's, and its
+// owner's events must go on above the last seq applied.
+func heldBy(t *events.Tombstone, signer string, seq uint64) error {
+	switch {
+	case t == nil:
+		return nil
+	case t.Signer != signer:
+		return reject(events.CodeForbidden, "pe_id %s in pool %s belongs to another signer: it was removed (%s) at %s, and stays its signer's for a while after that (a replayed event must not bring it back)",
+			t.PEID, t.Pool, t.Reason, t.RemovedAt.Format(time.RFC3339))
+	case seq <= t.LastSeq:
+		return reject(events.CodeStale, "seq %d is not above the last applied seq %d of pe_id %s (removed: %s)", seq, t.LastSeq, t.PEID, t.Reason)
+	}
+	return nil
 }
 
 func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string, mark eventMark) (*events.Change, error) {
@@ -226,6 +288,7 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 		// what the store says (errRecheck: the next try reads it).
 		var old *events.Record
 		var rev uint64
+		var tomb *events.Tombstone
 		viewed := false
 		if first {
 			first = false
@@ -234,9 +297,11 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 			}
 		}
 		if !viewed {
-			if old, rev, err = g.current(ctx, key); err != nil {
+			e, err := g.current(ctx, key)
+			if err != nil {
 				return nil, err
 			}
+			old, rev, tomb = e.rec, e.rev, e.tomb
 		}
 		now := g.now().UTC()
 		rec := events.Record{
@@ -245,16 +310,12 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 			Signer: signer, RegisteredAt: now, UpdatedAt: now, LastSeq: reg.Seq, Home: g.home, Conn: reg.Conn,
 		}
 		if old == nil {
-			// A create, as kv.Create does it (expected revision 0, or the
-			// revision of the key's delete marker), with the event's mark:
-			// a retry cannot write twice.
-			val := events.Marshal(rec)
-			newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, val, 0, 0, false, mark.header())
-			if isCASConflict(err) {
-				if drev := g.deletedRev(ctx, key); drev != 0 {
-					newRev, err = writeKV(ctx, g.js, g.kv.Bucket(), key, val, drev, 0, false, mark.header())
-				}
+			if err := heldBy(tomb, signer, reg.Seq); err != nil {
+				return nil, err
 			}
+			// A create over the key's last revision (0, or its purge
+			// marker), with the event's mark: a retry cannot write twice.
+			newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, events.Marshal(rec), rev, 0, false, mark.header())
 			if err != nil {
 				return nil, err
 			}
@@ -301,26 +362,27 @@ func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName stri
 	}
 	key := events.Key(poolName, dereg.PEID)
 	return retryCAS(ctx, func() (*events.Change, error) {
-		old, rev, err := g.current(ctx, key)
+		e, err := g.current(ctx, key)
 		if err != nil {
 			return nil, err
 		}
+		old := e.rec
 		switch {
+		case old == nil && e.rev != 0 && mark.wrote(e.hdr):
+			// This very event, applied by an earlier delivery whose ack
+			// was lost: accept and announce again, as for registrations.
+			return g.removed(e.rev, poolName, dereg.PEID, key, events.ReasonDeregistered), nil
 		case old == nil:
-			if ch := g.deregisteredBy(ctx, key, poolName, dereg.PEID, mark); ch != nil {
-				// This very event, applied by an earlier delivery whose ack
-				// was lost: accept and announce again, as for registrations.
-				return ch, nil
-			}
 			return nil, reject(events.CodeNotFound, "no pe_id %s in pool %s", dereg.PEID, poolName)
 		case old.Signer != signer:
 			return nil, reject(events.CodeForbidden, "pe_id %s in pool %s belongs to another signer", dereg.PEID, poolName)
 		case dereg.Seq <= old.LastSeq:
 			return nil, reject(events.CodeStale, "seq %d is not above the last applied seq %d of pe_id %s", dereg.Seq, old.LastSeq, dereg.PEID)
 		}
+		old.LastSeq = dereg.Seq // the tombstone keeps the deregistration's seq
 		h := mark.header()
 		h.Set(events.HeaderReason, events.ReasonDeregistered)
-		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, nil, rev, tombstoneTTL, true, h)
+		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, g.tombstone(old, events.ReasonDeregistered), e.rev, g.tombLife, true, h)
 		if err != nil {
 			return nil, err
 		}
@@ -405,42 +467,21 @@ func (g *registrar) wroteRev(ctx context.Context, rev uint64, mark eventMark) bo
 	return err == nil && mark.wrote(m.Header)
 }
 
-// deletedRev is the revision of key's last message when that is a delete
-// or purge marker (a deregistration, a removal, an expiry), which a
-// create must name; else 0.
-func (g *registrar) deletedRev(ctx context.Context, key string) uint64 {
-	st, err := g.kvStream(ctx)
-	if err != nil {
-		return 0
-	}
-	m, err := st.GetLastMsgForSubject(ctx, "$KV."+g.kv.Bucket()+"."+key)
-	if err != nil {
-		return 0
-	}
-	switch {
-	case m.Header.Get("KV-Operation") == "PURGE", m.Header.Get("KV-Operation") == "DEL", m.Header.Get(jetstream.MarkerReasonHeader) != "":
-		return m.Sequence
-	}
-	return 0
-}
-
-// deregisteredBy returns the remove change of key if its last message is
-// the purge marker that the deregistration of mark wrote; nil otherwise.
-func (g *registrar) deregisteredBy(ctx context.Context, key, poolName, peID string, mark eventMark) *events.Change {
-	st, err := g.kvStream(ctx)
-	if err != nil || mark == (eventMark{}) {
-		return nil
-	}
-	m, err := st.GetLastMsgForSubject(ctx, "$KV."+g.kv.Bucket()+"."+key)
-	if err != nil || m.Header.Get("KV-Operation") != "PURGE" || !mark.wrote(m.Header) {
-		return nil
-	}
-	ch := &events.Change{Scope: g.scope, Pool: poolName, Revision: m.Sequence, Op: events.OpRemove, PEID: peID, Reason: events.ReasonDeregistered}
+// removed is the remove change of key at revision rev, with the last
+// element the view knew.
+func (g *registrar) removed(rev uint64, poolName, peID, key, reason string) *events.Change {
+	ch := &events.Change{Scope: g.scope, Pool: poolName, Revision: rev, Op: events.OpRemove, PEID: peID, Reason: reason}
 	if rec, ok := g.view.last(key); ok {
 		el := rec.Element()
 		ch.Element = &el
 	}
 	return ch
+}
+
+// tombstone is the body of the purge marker that removes rec.
+func (g *registrar) tombstone(rec *events.Record, reason string) []byte {
+	return events.Marshal(events.Tombstone{PEID: rec.PEID, Pool: rec.Pool, Signer: rec.Signer, LastSeq: rec.LastSeq,
+		Reason: reason, RemovedAt: g.now().UTC()})
 }
 
 // viewWait bounds how long an outcome waits for this replica's view to
@@ -475,10 +516,6 @@ func (g *registrar) superseded(poolName string, body []byte, stored time.Time) b
 // a leader answers nothing for seconds, and an event that waits for it
 // longer holds up the events behind it (it is delivered again).
 const storeTimeout = time.Second
-
-// tombstoneTTL is how long a purge marker stays in the bucket. PE records
-// themselves have no TTL: the name servers expire them (expiry.go).
-const tombstoneTTL = time.Minute
 
 // writeKV stores a new revision of key in bucket (or a purge marker)
 // over revision rev, with the extra headers hdr and a TTL (none when 0).
@@ -561,11 +598,12 @@ func retryCAS[T any](ctx context.Context, apply func() (T, error)) (T, error) {
 // remove.
 func (g *registrar) removeIf(ctx context.Context, key, reason string, cond func(*events.Record) bool, logArgs ...any) (*events.Change, error) {
 	change, err := retryCAS(ctx, func() (*events.Change, error) {
-		old, rev, err := g.current(ctx, key)
+		e, err := g.current(ctx, key)
+		old := e.rec
 		if err != nil || old == nil || !cond(old) {
 			return nil, err
 		}
-		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, nil, rev, tombstoneTTL, true, nats.Header{events.HeaderReason: {reason}})
+		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, g.tombstone(old, reason), e.rev, g.tombLife, true, nats.Header{events.HeaderReason: {reason}})
 		if err != nil {
 			return nil, err
 		}

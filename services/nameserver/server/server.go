@@ -48,6 +48,11 @@ type Config struct {
 	Replicas int
 	// ClockSkew allowed between an event's time and this replica's clock.
 	ClockSkew time.Duration
+	// TombstoneLife is how long the purge marker of a removal keeps the PE
+	// id's owner and last seq (events.Tombstone); default
+	// events.TombstoneLife(ClockSkew), 2 min. Shorter than 2 × ClockSkew,
+	// a replayed event may bring a removed PE back: only tests set it.
+	TombstoneLife time.Duration
 	// AckWait is how long an event may be in work at one replica before
 	// another replica gets it; default 5 s.
 	AckWait time.Duration
@@ -114,6 +119,12 @@ func (c *Config) defaults() error {
 	}
 	if c.ClockSkew == 0 {
 		c.ClockSkew = events.DefaultClockSkew
+	}
+	if c.TombstoneLife < 0 {
+		return events.Errf("TombstoneLife", "%s is negative", c.TombstoneLife)
+	}
+	if c.TombstoneLife == 0 {
+		c.TombstoneLife = events.TombstoneLife(c.ClockSkew)
 	}
 	if c.AckWait == 0 {
 		c.AckWait = 5 * time.Second
@@ -313,7 +324,7 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 		if err != nil {
 			return err
 		}
-		reg := &registrar{scope: scope, home: cfg.ID, nc: nc, js: js, kv: kv, view: v, skew: cfg.ClockSkew, trust: trust, log: log, now: time.Now,
+		reg := &registrar{scope: scope, home: cfg.ID, nc: nc, js: js, kv: kv, view: v, skew: cfg.ClockSkew, tombLife: cfg.TombstoneLife, trust: trust, log: log, now: time.Now,
 			metrics: cfg.Metrics,
 			reports: rkv, rs: cfg.reportSettings(scope), checks: n.checks, noChecks: cfg.NoChecks, checked: map[string]time.Time{}}
 		registrars[scope] = reg

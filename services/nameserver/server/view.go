@@ -378,10 +378,9 @@ func (v *view) hold(t time.Time) {
 // heldTime is when lifetimes were last held.
 func (v *view) heldTime() time.Time { return time.Unix(0, v.held.Load()) }
 
-// overdue returns the keys of the PEs whose lifetime ran out by
-// appliedUpTo.
-func (v *view) overdue() []string {
-	t, held := v.applied.Load(), v.held.Load()
+// overdue returns the keys of the PEs whose lifetime ran out by upTo.
+func (v *view) overdue(upTo time.Time) []string {
+	t, held := upTo.UnixNano(), v.held.Load()
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	var keys []string
