@@ -38,6 +38,7 @@ const (
 	exChange         = `{"scope": "default", "pool": "echo", "revision": 1235, "op": "remove", "pe_id": "echo-1", "reason": "deregistered", "element": {"pe_id": "echo-1", "transports": [{"proto": "tcp", "addr": "10.0.0.1:7001"}], "policy": {"name": "round_robin"}}}`
 	exBeat           = `{"id": "ns1-x7Gh2k", "scope": "default", "time": "2026-11-29T10:00:01Z", "started_at": "2026-11-29T09:00:00Z", "key": "UAB2CB576PHBBPQ5ODORRZ2LYCMWPZGWGCN2KDK7DXOIMZASKUY3RLKK", "pools": 1, "pes": 2, "resolutions": {"echo": 17}}`
 	exReports        = `{"UAB2CB576PHBBPQ5ODORRZ2LYCMWPZGWGCN2KDK7DXOIMZASKUY3RLKK": "2026-11-29T10:00:30Z"}`
+	exTombstone      = `{"pe_id": "echo-1", "pool": "echo", "signer": "UAB2CB576PHBBPQ5ODORRZ2LYCMWPZGWGCN2KDK7DXOIMZASKUY3RLKK", "last_seq": 1764410409000000, "reason": "deregistered", "removed_at": "2026-11-29T10:00:09.5Z"}`
 )
 
 // fuzzNow is the validating clock for a body without a time; a body with
@@ -152,6 +153,11 @@ func FuzzResolveAnswer(f *testing.F) {
 func FuzzNameServerBeat(f *testing.F) {
 	fuzzBodies(f, exBeat, `{"id":"x","stopping":true,"resolutions":null}`)
 	f.Fuzz(func(t *testing.T, body []byte) { roundTrip[events.NameServerBeat](t, body, nil) })
+}
+
+func FuzzTombstone(f *testing.F) {
+	fuzzBodies(f, exTombstone, `{"last_seq":18446744073709551615,"removed_at":"x"}`)
+	f.Fuzz(func(t *testing.T, body []byte) { roundTrip[events.Tombstone](t, body, nil) })
 }
 
 func FuzzReports(f *testing.F) {

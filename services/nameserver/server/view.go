@@ -318,12 +318,15 @@ func (p *pool) with(name string, m *member) *pool {
 	// The first PE sets the pool's policy; the only PE may change it.
 	onlySelf := len(np.members) == 1 && np.members[0].rec.PEID == m.rec.PEID
 	if np.picker == nil || (onlySelf && np.policy != m.rec.Policy.Name) {
-		np.policy = m.rec.Policy.Name
-		b, ok := policy.Get(np.policy)
+		// A record written past the registrar (by hand, by an older
+		// version) may name a policy this replica lacks: the pool then
+		// uses, and answers name, the default. Only known names reach
+		// the answer, which resolve writes without escaping.
+		b, ok := policy.Get(m.rec.Policy.Name)
 		if !ok {
 			b, _ = policy.Get(policy.Default)
 		}
-		np.picker = b.Build()
+		np.policy, np.picker = b.Name(), b.Build()
 	}
 	if i, found := np.find(m.rec.PEID); found {
 		np.members[i] = m
