@@ -33,6 +33,13 @@ type Config struct {
 	ClusterListen string
 	// Routes are the nats-route:// URLs of the other members, comma-separated.
 	Routes string
+	// SyncInterval is how often JetStream flushes its files to the disk
+	// (fsync): 0 syncs after every write before it is acknowledged
+	// (nats-server's sync_interval: always), so that nothing acknowledged
+	// is lost to a crash of the machine either; a positive interval is
+	// faster and loses at most that much of the acknowledged writes when
+	// the machine (not the process) fails. See the README, "Durability".
+	SyncInterval time.Duration
 	// Configure, when set, adjusts the server options last (operator
 	// mode, accounts: see package auth).
 	Configure func(*server.Options) error
@@ -65,6 +72,11 @@ func Start(cfg Config) (*server.Server, error) {
 		StoreDir:   cfg.DataDir,
 		NoSigs:     true, // the name server handles signals itself
 		NoLog:      cfg.Logger == nil,
+	}
+	if cfg.SyncInterval > 0 {
+		opts.SyncInterval = cfg.SyncInterval
+	} else {
+		opts.SyncAlways = true
 	}
 	if cfg.TLS != nil {
 		opts.TLSConfig = cfg.TLS

@@ -92,6 +92,8 @@ func (x *expiry) run(ctx context.Context) {
 	defer probe.Stop()
 	sweep := time.NewTicker(sweepInterval)
 	defer sweep.Stop()
+	save := time.NewTicker(checkpointEvery)
+	defer save.Stop()
 	x.aheadReq = make(chan aheadRequest, 1)
 	go x.lookaheadLoop(ctx)
 	x.check(ctx)
@@ -103,6 +105,8 @@ func (x *expiry) run(ctx context.Context) {
 			x.check(ctx)
 		case <-sweep.C:
 			x.sweep(ctx)
+		case <-save.C:
+			x.saveCheckpoint(ctx)
 		}
 	}
 }
@@ -249,13 +253,17 @@ func (x *expiry) sweep(ctx context.Context) {
 		if ahead, latest := x.ahead.horizon(key); !ahead.IsZero() && latest.After(from) {
 			from = latest // an event of the PE waits in the backlog
 		}
-		if rec, ok := x.view.live(key); ok && deadline(&rec, from).After(upTo) {
+		cp := x.view.cp.Load()
+		overdue := func(rec *events.Record) bool {
+			return !deadline(rec, from).After(upTo) ||
+				(cp != nil && !deadline(rec, time.Unix(0, cp.held)).After(time.Unix(0, cp.applied)))
+		}
+		if rec, ok := x.view.live(key); ok && !overdue(&rec) {
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, probeTimeout)
-		_, err := x.reg.removeIf(rctx, key, events.ReasonExpired, func(rec *events.Record) bool {
-			return !deadline(rec, from).After(upTo)
-		}, "updated_at", lastUpdate(x.view, key), "held_since", held, "applied_up_to", upTo)
+		_, err := x.reg.removeIf(rctx, key, events.ReasonExpired, overdue,
+			"updated_at", lastUpdate(x.view, key), "held_since", held, "applied_up_to", upTo)
 		cancel()
 		if err != nil {
 			x.log.Warn("expired PE not removed yet", "key", key, "err", err)

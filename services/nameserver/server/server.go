@@ -324,6 +324,9 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 		if err != nil {
 			return err
 		}
+		if cp, _, ok := readCheckpoint(ctx, rkv); ok {
+			v.adopt(cp) // before the first resolution (checkpoint.go)
+		}
 		reg := &registrar{scope: scope, home: cfg.ID, nc: nc, js: js, kv: kv, view: v, skew: cfg.ClockSkew, tombLife: cfg.TombstoneLife, trust: trust, log: log, now: time.Now,
 			metrics: cfg.Metrics,
 			reports: rkv, rs: cfg.reportSettings(scope), checks: n.checks, noChecks: cfg.NoChecks, checked: map[string]time.Time{}}

@@ -38,9 +38,11 @@ func newMember(rev uint64, rec *events.Record) *member {
 func (m *member) lifetime() int64 { return m.rec.LifetimeMS * int64(time.Millisecond) }
 
 // overdue tells whether m's lifetime ran out by now, a hold ending at held
-// counted (both Unix nanoseconds; now is appliedUpTo, expiry.go).
-func (m *member) overdue(now, held int64) bool {
-	return m.expires <= now && held+m.lifetime() <= now
+// counted (both Unix nanoseconds; now is appliedUpTo, expiry.go), or by the
+// checkpoint cp.
+func (m *member) overdue(now, held int64, cp *checkpoint) bool {
+	return (m.expires <= now && held+m.lifetime() <= now) ||
+		(cp != nil && m.expires <= cp.applied && cp.held+m.lifetime() <= cp.applied)
 }
 
 // pool is an immutable snapshot of one pool; a change builds a new one, so
@@ -93,6 +95,8 @@ type view struct {
 	// nanoseconds), as the last passed probe found; no PE is overdue
 	// before its deadline has passed it (expiry.go).
 	applied atomic.Int64
+	// cp is the newest expiry checkpoint known (expiry.go); nil: none.
+	cp atomic.Pointer[checkpoint]
 }
 
 const maxGone = 4096
@@ -383,7 +387,10 @@ func (v *view) heldTime() time.Time { return time.Unix(0, v.held.Load()) }
 
 // overdue returns the keys of the PEs whose lifetime ran out by upTo.
 func (v *view) overdue(upTo time.Time) []string {
-	t, held := upTo.UnixNano(), v.held.Load()
+	t, held, cp := upTo.UnixNano(), v.held.Load(), v.cp.Load()
+	if cp != nil {
+		t = max(t, cp.applied)
+	}
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	var keys []string
@@ -392,7 +399,7 @@ func (v *view) overdue(upTo time.Time) []string {
 			continue
 		}
 		for _, m := range p.members {
-			if m.overdue(t, held) {
+			if m.overdue(upTo.UnixNano(), held, cp) {
 				keys = append(keys, events.Key(name, m.rec.PEID))
 			}
 		}
@@ -464,10 +471,11 @@ func (v *view) resolve(poolName string, q *events.ResolveRequest, picks []int, b
 		return &events.Error{Code: events.CodeNotFound, Message: "no pool " + poolName + " in scope " + v.scope}
 	}
 	members, cands := p.members, p.cands
-	if now := v.applied.Load(); now >= p.earliest {
+	now, cp := v.applied.Load(), v.cp.Load()
+	if now >= p.earliest || (cp != nil && cp.applied >= p.earliest) {
 		// Some lifetime may have run out, not yet swept: leave it out.
 		held := v.held.Load()
-		members, cands = filtered(members, cands, func(m *member) bool { return !m.overdue(now, held) })
+		members, cands = filtered(members, cands, func(m *member) bool { return !m.overdue(now, held, cp) })
 		if len(members) == 0 {
 			return &events.Error{Code: events.CodeNotFound, Message: "no PE of pool " + poolName + " is within its lifetime"}
 		}
