@@ -123,10 +123,10 @@ type Tombstone struct {
 
 // TombstoneLife is how long a removal's purge marker must stay, for the
 // clock skew a name server allows: an event's time may be up to skew
-// away from the applying name server's clock, so an event accepted before
-// the removal can be accepted again at most 2 × skew after it; a minute
-// more covers clocks (the name server's, the NATS server's that expires
-// the marker) that disagree.
+// away from when the stream stored it, so a copy of an event accepted
+// before the removal can be accepted again at most 2 × skew after it; a
+// minute more covers clocks that disagree (the name server's, which
+// stamps the removal, and the NATS servers').
 func TombstoneLife(skew time.Duration) time.Duration { return 2*skew + time.Minute }
 
 // Element is a PE as resolution answers and changes show it.

@@ -96,11 +96,11 @@ func (g *registrar) handle(ctx context.Context, msg *nats.Msg, eventSeq uint64, 
 	if err == nil {
 		switch kind {
 		case events.KindRegister:
-			change, err = g.register(ctx, msg, poolName, markOf(msg, eventSeq))
+			change, err = g.register(ctx, msg, poolName, markOf(msg, eventSeq, stored))
 		case events.KindDeregister:
-			change, err = g.deregister(ctx, msg, poolName, markOf(msg, eventSeq))
+			change, err = g.deregister(ctx, msg, poolName, markOf(msg, eventSeq, stored))
 		case events.KindFailure:
-			return g.failure(ctx, msg, poolName)
+			return g.failure(ctx, msg, poolName, stored)
 		default:
 			err = events.Errf("subject", "%q is not an event subject", msg.Subject)
 		}
@@ -172,22 +172,31 @@ func subjectToken(s string) string {
 }
 
 // verify decodes and validates the event's body, then checks its
-// signature. The cheap checks come first: after an outage the backlog
-// holds thousands of events too old for the clock-skew rule, and each
-// signature and JWT chain check costs far more than the decoding.
+// signature. The cheap checks come first: a backlog can hold thousands of
+// bad events, and each signature and JWT chain check costs far more than
+// the decoding.
+//
+// Times are checked at stored, when RSP_EVENTS stored the event: the event
+// was acknowledged then, and must not become too old because the name
+// servers applied it late (they were down, a restart rebuilt a large
+// store, a backlog waited). A replay is a new message with its own stored
+// time, so the clock-skew rule still bounds it.
 func (g *registrar) verify(ctx context.Context, msg *nats.Msg, body interface {
 	Validate(time.Time, time.Duration) error
-}) (string, error) {
+}, stored time.Time) (string, error) {
+	if stored.IsZero() {
+		stored = g.now()
+	}
 	if err := events.Decode(msg.Data, body); err != nil {
 		return "", badRequest(err)
 	}
-	if err := body.Validate(g.now(), g.skew); err != nil {
+	if err := body.Validate(stored, g.skew); err != nil {
 		return "", badRequest(err)
 	}
 	var signer string
 	var err error
 	if g.trust != nil {
-		signer, err = g.trust.verify(msg, g.now())
+		signer, err = g.trust.verify(msg, stored)
 		if err != nil {
 			g.log.WarnContext(ctx, "event refused by JWT authorization", "signer", msg.Header.Get(events.HeaderSigner), "subject", msg.Subject, "reason", err)
 		}
@@ -269,7 +278,7 @@ func heldBy(t *events.Tombstone, signer string, seq uint64) error {
 
 func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string, mark eventMark) (*events.Change, error) {
 	var reg events.Registration
-	signer, err := g.verify(ctx, msg, &reg)
+	signer, err := g.verify(ctx, msg, &reg, mark.stored)
 	if err != nil {
 		return nil, err
 	}
@@ -356,7 +365,7 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 
 func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName string, mark eventMark) (*events.Change, error) {
 	var dereg events.Deregistration
-	signer, err := g.verify(ctx, msg, &dereg)
+	signer, err := g.verify(ctx, msg, &dereg, mark.stored)
 	if err != nil {
 		return nil, err
 	}
@@ -406,14 +415,15 @@ const (
 )
 
 // eventMark tells the revisions an event wrote: its stream sequence and
-// its Nats-Msg-Id.
+// its Nats-Msg-Id; and when the stream stored it.
 type eventMark struct {
-	seq uint64
-	id  string
+	seq    uint64
+	id     string
+	stored time.Time
 }
 
-func markOf(msg *nats.Msg, eventSeq uint64) eventMark {
-	m := eventMark{seq: eventSeq}
+func markOf(msg *nats.Msg, eventSeq uint64, stored time.Time) eventMark {
+	m := eventMark{seq: eventSeq, stored: stored}
 	if msg.Header != nil {
 		m.id = msg.Header.Get(nats.MsgIdHdr)
 	}
@@ -456,7 +466,7 @@ func (g *registrar) kvStream(ctx context.Context) (jetstream.Stream, error) {
 // wroteRev tells whether revision rev of the bucket was written by the
 // event of mark.
 func (g *registrar) wroteRev(ctx context.Context, rev uint64, mark eventMark) bool {
-	if mark == (eventMark{}) {
+	if mark.seq == 0 && mark.id == "" {
 		return false
 	}
 	st, err := g.kvStream(ctx)

@@ -37,9 +37,9 @@ const (
 // reporters reported it within the window, and otherwise may check the PE
 // itself. A returned error is a fault of the store (the report is
 // delivered again; a reporter counts once however often it reports).
-func (g *registrar) failure(ctx context.Context, msg *nats.Msg, poolName string) error {
+func (g *registrar) failure(ctx context.Context, msg *nats.Msg, poolName string, stored time.Time) error {
 	var rep events.FailureReport
-	reporter, err := g.verify(ctx, msg, &rep)
+	reporter, err := g.verify(ctx, msg, &rep, stored)
 	if err != nil {
 		g.log.InfoContext(ctx, "failure report refused", "subject", msg.Subject, "reason", err)
 		var rj *rejection

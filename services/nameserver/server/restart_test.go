@@ -55,3 +55,38 @@ func TestCheckpointAtLoad(t *testing.T) {
 	}
 	wantRemove(t, nextChange(t, changes, 5*time.Second), "zombie", events.ReasonExpired)
 }
+
+// TestAcknowledgedOutlivesSkew: events the stream acknowledged while no
+// name server ran are applied when one comes back, however long after:
+// the clock-skew rule compares an event's time with when the stream
+// stored it, not with when it is applied.
+func TestAcknowledgedOutlivesSkew(t *testing.T) {
+	s := startNATS(t)
+	nc := connect(t, s)
+	cfg := server.Config{ClockSkew: time.Second}
+	first := startNameServer(t, s, cfg)
+	owner := newSigner(t, nc)
+	if out := owner.register("late", registration("gone", 1)); !out.Accepted {
+		t.Fatalf("registration refused: %+v", out.Error)
+	}
+	first.Stop()
+
+	// Acknowledged by the stream; no name server to apply them.
+	owner.publish(events.Subject("default", events.KindRegister, "late"), "kept-1", events.Marshal(registration("kept", 1)))
+	owner.publish(events.Subject("default", events.KindDeregister, "late"), "gone-2",
+		events.Marshal(events.Deregistration{PEID: "gone", Seq: 2, Time: time.Now().UTC()}))
+	time.Sleep(3 * cfg.ClockSkew)
+
+	startNameServer(t, s, cfg)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a := resolve(t, nc, "late", events.ResolveRequest{Max: 10})
+		if a.Error == nil && len(a.Elements) == 1 && a.Elements[0].PEID == "kept" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want only kept in pool late, got %+v", a)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
