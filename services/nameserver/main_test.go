@@ -105,12 +105,20 @@ type process struct {
 // startProcess starts the name server with args and reads its banner.
 func startProcess(t *testing.T, args ...string) process {
 	t.Helper()
+	var stderr io.Writer = os.Stderr
+	if !testing.Verbose() {
+		stderr = io.Discard
+	}
+	return startProcessLogging(t, stderr, args...)
+}
+
+// startProcessLogging is startProcess with the name server's log (its
+// stderr) going to stderr.
+func startProcessLogging(t *testing.T, stderr io.Writer, args ...string) process {
+	t.Helper()
 	cmd := exec.Command(nsBin, args...)
 	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if !testing.Verbose() {
-		cmd.Stderr = io.Discard
-	}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -80,7 +80,11 @@ func (n *NameServer) consume(setupCtx, ctx context.Context, nc *nats.Conn, what 
 		hctx, cancel := context.WithTimeout(ctx, n.cfg.AckWait)
 		defer cancel()
 		if err := handle(hctx, m); err != nil {
-			log.Warn("event left for redelivery", "subject", m.Subject(), "err", err)
+			level := slog.LevelWarn
+			if errors.Is(err, errWaitEarlier) {
+				level = slog.LevelDebug
+			}
+			log.Log(ctx, level, "event left for redelivery", "subject", m.Subject(), "err", err)
 			_ = m.NakWithDelay(time.Second)
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -69,6 +70,10 @@ type expiry struct {
 	log     *slog.Logger
 	metrics *Metrics
 	heldWhy string // why the last probe failed ("" when it passed)
+	// oldest is the stream sequence of the oldest event of the scope not
+	// yet applied, as the last probe found (the stream's last sequence + 1
+	// when none waited); it only grows.
+	oldest atomic.Uint64
 	// ahead reads a backlog ahead (lookahead.go); aheadReq feeds it.
 	ahead    lookahead
 	aheadReq chan aheadRequest
@@ -203,9 +208,13 @@ func (x *expiry) appliedUpTo(ctx context.Context, st jetstream.Stream) (applied 
 	}
 	floor = ci.AckFloor.Stream
 	if ci.NumPending == 0 && ci.NumAckPending == 0 {
+		x.noteOldest(st.CachedInfo().State.LastSeq + 1)
 		return asked, floor, nil
 	}
 	m, err := st.GetMsg(ctx, floor+1, jetstream.WithGetMsgSubject(events.Subject(x.scope, "*", "*")))
+	if err == nil {
+		x.noteOldest(m.Sequence)
+	}
 	switch {
 	case err == nil && m.Time.Before(asked):
 		return m.Time, floor, nil
@@ -214,6 +223,20 @@ func (x *expiry) appliedUpTo(ctx context.Context, st jetstream.Stream) (applied 
 	}
 	return time.Time{}, 0, fmt.Errorf("oldest event not applied: %w", err)
 }
+
+// noteOldest records the oldest waiting event's sequence, if later.
+func (x *expiry) noteOldest(seq uint64) {
+	for {
+		old := x.oldest.Load()
+		if seq <= old || x.oldest.CompareAndSwap(old, seq) {
+			return
+		}
+	}
+}
+
+// appliedBefore tells whether every event of the scope stored before
+// stream sequence seq has been applied, as the last probe found.
+func (x *expiry) appliedBefore(seq uint64) bool { return x.oldest.Load() >= seq }
 
 // appliedNow asks for appliedUpTo now, bounded by probeTimeout.
 func (x *expiry) appliedNow(ctx context.Context) (time.Time, error) {

@@ -31,9 +31,13 @@ type registrar struct {
 	view   *view
 	expiry *expiry // of the same scope and replica
 	skew   time.Duration
-	// tombLife is how long a removal's purge marker (its tombstone) stays
-	// in the bucket (Config.TombstoneLife). PE records themselves have no
-	// TTL: the name servers expire them (expiry.go).
+	// tombLife is how long a removal's tombstone keeps the PE id's owner
+	// and last seq (Config.TombstoneLife). The purge marker that carries
+	// it has no TTL: it stays the key's last message until the id
+	// registers again, because a crash of a NATS server that rebuilds its
+	// store can undo the deletion of the record before it, and an expiring
+	// marker would then bring that record back. PE records themselves
+	// have no TTL either: the name servers expire them (expiry.go).
 	tombLife time.Duration
 	trust    *scopeTrust // JWT authorization; nil when off
 	log      *slog.Logger
@@ -110,6 +114,9 @@ func (g *registrar) handle(ctx context.Context, msg *nats.Msg, eventSeq uint64, 
 	out := events.Outcome{PEID: peID, Seq: seq, Accepted: err == nil}
 	if err != nil {
 		var rj *rejection
+		if errors.Is(err, errWaitEarlier) {
+			return err
+		}
 		if !errors.As(err, &rj) {
 			// The store failed: renewals cannot be applied now, so no
 			// lifetime may run out until the probes pass again.
@@ -261,11 +268,11 @@ func isMarker(h nats.Header) bool {
 }
 
 // heldBy refuses an event of signer with seq for a PE id removed less
-// than a tombstone's life ago: the id is still its owner's, and its
-// owner's events must go on above the last seq applied.
-func heldBy(t *events.Tombstone, signer string, seq uint64) error {
+// than life ago: the id is still its owner's, and its owner's events must
+// go on above the last seq applied.
+func heldBy(t *events.Tombstone, signer string, seq uint64, now time.Time, life time.Duration) error {
 	switch {
-	case t == nil:
+	case t == nil, now.Sub(t.RemovedAt) >= life:
 		return nil
 	case t.Signer != signer:
 		return reject(events.CodeForbidden, "pe_id %s in pool %s belongs to another signer: it was removed (%s) at %s, and stays its signer's for a while after that (a replayed event must not bring it back)",
@@ -319,7 +326,7 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 			Signer: signer, RegisteredAt: now, UpdatedAt: now, LastSeq: reg.Seq, Home: g.home, Conn: reg.Conn,
 		}
 		if old == nil {
-			if err := heldBy(tomb, signer, reg.Seq); err != nil {
+			if err := heldBy(tomb, signer, reg.Seq, now, g.tombLife); err != nil {
 				return nil, err
 			}
 			// A create over the key's last revision (0, or its purge
@@ -381,6 +388,12 @@ func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName stri
 			// This very event, applied by an earlier delivery whose ack
 			// was lost: accept and announce again, as for registrations.
 			return g.removed(e.rev, poolName, dereg.PEID, key, events.ReasonDeregistered), nil
+		case old == nil && !g.expiry.appliedBefore(mark.seq):
+			// An earlier event of this PE, its registration, may still be
+			// waiting: redelivered after a replica died holding it, it
+			// would come after this one and bring the PE back. Not found
+			// is decided once every earlier event is applied.
+			return nil, errWaitEarlier
 		case old == nil:
 			return nil, reject(events.CodeNotFound, "no pe_id %s in pool %s", dereg.PEID, poolName)
 		case old.Signer != signer:
@@ -391,7 +404,7 @@ func (g *registrar) deregister(ctx context.Context, msg *nats.Msg, poolName stri
 		old.LastSeq = dereg.Seq // the tombstone keeps the deregistration's seq
 		h := mark.header()
 		h.Set(events.HeaderReason, events.ReasonDeregistered)
-		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, g.tombstone(old, events.ReasonDeregistered), e.rev, g.tombLife, true, h)
+		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, g.tombstone(old, events.ReasonDeregistered), e.rev, 0, true, h)
 		if err != nil {
 			return nil, err
 		}
@@ -566,6 +579,10 @@ func sameElement(a, b *events.Record) bool {
 		slices.Equal(a.Transports, b.Transports) && maps.Equal(a.Meta, b.Meta)
 }
 
+// errWaitEarlier leaves an event for redelivery (after a second) until
+// the events stored before it are applied; it is no fault of the store.
+var errWaitEarlier = errors.New("an earlier event may still be waiting: delivered again later")
+
 // errRecheck sends an event decided on the view back to the store: as a
 // lost compare-and-set race, retryCAS tries again.
 var errRecheck = fmt.Errorf("the view may be behind the store: %w", jetstream.ErrKeyRevisionMismatch)
@@ -613,7 +630,7 @@ func (g *registrar) removeIf(ctx context.Context, key, reason string, cond func(
 		if err != nil || old == nil || !cond(old) {
 			return nil, err
 		}
-		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, g.tombstone(old, reason), e.rev, g.tombLife, true, nats.Header{events.HeaderReason: {reason}})
+		newRev, err := writeKV(ctx, g.js, g.kv.Bucket(), key, g.tombstone(old, reason), e.rev, 0, true, nats.Header{events.HeaderReason: {reason}})
 		if err != nil {
 			return nil, err
 		}

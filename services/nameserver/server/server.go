@@ -331,6 +331,8 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 			metrics: cfg.Metrics,
 			reports: rkv, rs: cfg.reportSettings(scope), checks: n.checks, noChecks: cfg.NoChecks, checked: map[string]time.Time{}}
 		registrars[scope] = reg
+		x := &expiry{scope: scope, js: js, nc: nc, durable: eventsConsumerPrefix + scope, bucket: kv.Bucket(), view: v, reg: reg, log: log, metrics: cfg.Metrics}
+		reg.expiry = x // before the first event: deregister asks it
 		eventsCfg := jetstream.ConsumerConfig{
 			Durable: eventsConsumerPrefix + scope, FilterSubjects: events.ScopeEventSubjects(scope),
 			AckPolicy: jetstream.AckExplicitPolicy, AckWait: cfg.AckWait, MaxDeliver: -1,
@@ -370,8 +372,6 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 			n.subs = append(n.subs, sub)
 		}
 
-		x := &expiry{scope: scope, js: js, nc: nc, durable: eventsCfg.Durable, bucket: kv.Bucket(), view: v, reg: reg, log: log, metrics: cfg.Metrics}
-		reg.expiry = x
 		n.wg.Go(func() { x.run(runCtx) })
 		// Before names servers expired PEs themselves, the store's TTL
 		// did, and a consumer read its markers; it is of no use now.
