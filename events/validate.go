@@ -123,8 +123,8 @@ func (c *Conn) validate() error {
 		return nil
 	case c.Server == "":
 		return Errf("conn.server", "is required (the id of the NATS server the PE is connected to)")
-	case c.CID == 0:
-		return Errf("conn.cid", "must be an integer ≥ 1 (the client id the NATS server gave the connection)")
+	case c.CID == 0 || c.CID > MaxSeq:
+		return Errf("conn.cid", "%d is not an integer in 1..%d (the client id the NATS server gave the connection)", c.CID, uint64(MaxSeq))
 	}
 	return nil
 }

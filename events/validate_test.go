@@ -60,6 +60,7 @@ func TestRegistrationValidate(t *testing.T) {
 		{"seq at the bound", func(r *Registration) { r.Seq = MaxSeq }, ""},
 		{"seq beyond the bound", func(r *Registration) { r.Seq = MaxSeq + 1 }, "seq"},
 		{"seq 2^64-1", func(r *Registration) { r.Seq = 1<<64 - 1 }, "seq"},
+		{"conn.cid beyond the bound", func(r *Registration) { r.Conn = &Conn{Server: "N", CID: MaxSeq + 1} }, "conn.cid"},
 		{"weight and priority at the bound", func(r *Registration) { r.Policy.Weight, r.Policy.Priority = MaxWeight, MaxPriority }, ""},
 		{"weight beyond the bound", func(r *Registration) { r.Policy.Weight = MaxWeight + 1 }, "policy.weight"},
 		{"weight 2^63-1", func(r *Registration) { r.Policy.Weight = 1<<63 - 1 }, "policy.weight"},
