@@ -6,9 +6,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -433,4 +435,182 @@ func (w *crashWorld) stats() string {
 	c := w.count
 	return fmt.Sprintf("%d registrations, %d deregistrations and %d short-lived registrations acknowledged, %d cut off by the kill; "+
 		"lost %d, back %d, served after removal %d", c.registered, c.deregistered, c.short, c.cut, c.lost, c.back, c.served)
+}
+
+// TestKillNineKeepsAuthAndReports (issue 15): what the buckets rsp_auth
+// and rsp_<scope>_reports acknowledged survives a kill -9 of the default
+// name server. A revocation written just before the kill still refuses
+// the revoked user after the restart; two failure reports counted before
+// the kill still count after it, so that a third reporter takes the PE out.
+func TestKillNineKeepsAuthAndReports(t *testing.T) {
+	data := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	healthy, err := net.Listen("tcp", "127.0.0.1:0") // the PE's transport: checks of it pass
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer healthy.Close()
+	go func() {
+		for {
+			c, err := healthy.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	args := []string{"--listen", addr, "--data", data}
+	p := startProcess(t, args...)
+	rsp := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(rspBin, append([]string{"--nats", p.natsURL, "--data", data}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("rsp %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	creds := func(role, name string) string {
+		t.Helper()
+		path := filepath.Join(data, name+".creds")
+		rsp("auth", "user", "--role", role, "--pool", "*", "--out", path)
+		return path
+	}
+	victimCreds := creds("pe", "victim")
+	_, victimKey, err := rspclient.LoadCreds(victimCreds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victimPub, _ := victimKey.PublicKey()
+	reporters := []string{creds("pu", "r1"), creds("pu", "r2"), creds("pu", "r3")}
+
+	// The PE that will be reported, registered by the default pe user.
+	w := newCrashWorld(t, data, p.natsURL)
+	pe := &crashPE{pool: "reported", id: "pe-1", seq: 1}
+	m := w.event(pe, time.Hour)
+	var reg events.Registration
+	_ = events.Decode(m.Data, &reg)
+	reg.Transports = []events.Transport{{Proto: "tcp", Addr: healthy.Addr().String()}}
+	m.Data = events.Marshal(reg)
+	_ = events.SignEvent(m, w.kp)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := w.js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	changes, err := w.pu.SubscribeSync(events.Subject("default", events.KindChanges, "reported"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := func(url, credsPath string) {
+		t.Helper()
+		token, kp, err := rspclient.LoadCreds(credsPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := nats.Connect(url, nats.UserCredentials(credsPath))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		r := nats.NewMsg(events.Subject("default", events.KindFailure, "reported"))
+		r.Data = events.Marshal(events.FailureReport{PEID: "pe-1", Time: time.Now().UTC(), Reason: "test"})
+		if err := events.SignEvent(r, kp); err != nil {
+			t.Fatal(err)
+		}
+		events.SetJWT(r, token)
+		r.Header.Set(events.HeaderMsgID, fmt.Sprintf("report-%d", time.Now().UnixNano()))
+		if _, err := js.PublishMsg(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wait until the registration is applied: resolvable.
+	for {
+		a, err := w.pu.Request(events.Subject("default", events.KindResolve, "reported"), nil, 5*time.Second)
+		if err == nil && strings.Contains(string(a.Data), `"pe-1"`) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("pe-1 never resolvable")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	report(p.natsURL, reporters[0])
+	report(p.natsURL, reporters[1])
+	// Both counted in rsp_default_reports before the kill.
+	kv, err := jetstream.New(w.ad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rkv, err := kv.KeyValue(ctx, events.ReportsBucket("default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		e, err := rkv.Get(ctx, "reported.pe-1")
+		var reps events.Reports
+		if err == nil && events.Decode(e.Value(), &reps) == nil && len(reps) == 2 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the two reports were not counted: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rsp("auth", "revoke", victimPub)
+	w.close()
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.cmd.Wait()
+
+	p = startProcess(t, args...)
+	if nc, err := nats.Connect(p.natsURL, nats.UserCredentials(victimCreds), nats.Timeout(3*time.Second)); err == nil {
+		nc.Close()
+		t.Fatal("the revoked user connected after the restart")
+	}
+	w.connect(t, p.natsURL)
+	defer w.close()
+	// Its JWT carried by an event sent over another connection: the name
+	// server refuses it (the account JWT in rsp_auth lists the revocation).
+	victimToken, _, _ := rspclient.LoadCreds(victimCreds)
+	outcomes, err := w.pe.SubscribeSync(events.OutcomeSubject("default", "reported", "pe-9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := nats.NewMsg(events.Subject("default", events.KindRegister, "reported"))
+	ev.Data = events.Marshal(events.Registration{PEID: "pe-9", Seq: 1, Time: time.Now().UTC(),
+		Transports: []events.Transport{{Proto: "tcp", Addr: healthy.Addr().String()}}, Policy: events.PolicyParams{Name: "round_robin"}})
+	if err := events.SignEvent(ev, victimKey); err != nil {
+		t.Fatal(err)
+	}
+	events.SetJWT(ev, victimToken)
+	ev.Header.Set(events.HeaderMsgID, "pe-9-1")
+	if _, err := w.js.PublishMsg(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	om, err := outcomes.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no outcome for the revoked user's event: %v", err)
+	}
+	var out events.Outcome
+	if err := events.Decode(om.Data, &out); err != nil || out.Accepted || out.Error == nil || out.Error.Code != events.CodeForbidden || !strings.Contains(out.Error.Message, "revoked") {
+		t.Fatalf("the revoked user's event after the restart: %s", om.Data)
+	}
+	changes, err = w.pu.SubscribeSync(events.Subject("default", events.KindChanges, "reported"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	report(p.natsURL, reporters[2])
+	msg, err := changes.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no change after the third report: the reports counted before the kill were lost (%v)", err)
+	}
+	var ch events.Change
+	if err := events.Decode(msg.Data, &ch); err != nil || ch.Op != events.OpRemove || ch.PEID != "pe-1" || ch.Reason != events.ReasonFailed {
+		t.Fatalf("change %s, want pe-1 removed as failed", msg.Data)
+	}
 }
