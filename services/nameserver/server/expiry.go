@@ -264,8 +264,10 @@ func (x *expiry) sweep(ctx context.Context) {
 	if !x.view.running() {
 		return
 	}
-	held, upTo := x.view.heldTime(), x.view.appliedTime()
-	if ahead, _ := x.ahead.horizon(""); ahead.After(upTo) {
+	held, applied := x.view.heldTime(), x.view.appliedTime()
+	upTo := applied
+	ahead, _ := x.ahead.horizon("")
+	if ahead.After(upTo) {
 		upTo = ahead // a backlog read ahead (lookahead.go)
 	}
 	for _, key := range x.view.overdue(upTo) {
@@ -286,7 +288,7 @@ func (x *expiry) sweep(ctx context.Context) {
 		}
 		rctx, cancel := context.WithTimeout(ctx, probeTimeout)
 		_, err := x.reg.removeIf(rctx, key, events.ReasonExpired, overdue,
-			"updated_at", lastUpdate(x.view, key), "held_since", held, "applied_up_to", upTo)
+			"updated_at", lastUpdate(x.view, key), "held_since", held, "applied_up_to", applied, "read_ahead_to", ahead, "checkpoint", cpString(cp))
 		cancel()
 		if err != nil {
 			x.log.Warn("expired PE not removed yet", "key", key, "err", err)
@@ -324,4 +326,12 @@ func deadline(rec *events.Record, held time.Time) time.Time {
 func lastUpdate(v *view, key string) time.Time {
 	rec, _ := v.last(key)
 	return rec.UpdatedAt
+}
+
+// cpString shows a checkpoint in a log line.
+func cpString(cp *checkpoint) string {
+	if cp == nil {
+		return "none"
+	}
+	return time.Unix(0, cp.held).UTC().Format(time.RFC3339Nano) + ".." + time.Unix(0, cp.applied).UTC().Format(time.RFC3339Nano)
 }

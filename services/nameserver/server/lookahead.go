@@ -112,7 +112,7 @@ func (x *expiry) requestLookahead(r aheadRequest) {
 // sequence as of the probe, in batches of at most lookaheadBatch, each
 // waited for at most lookaheadWait, until the end or ctx ends.
 func (x *expiry) readAhead(ctx context.Context, st jetstream.Stream, r aheadRequest) {
-	from, last, asked := r.from, r.last, r.asked
+	from, last := r.from, r.last
 	l := &x.ahead
 	l.mu.Lock()
 	cons := l.cons
@@ -161,12 +161,13 @@ func (x *expiry) readAhead(ctx context.Context, st jetstream.Stream, r aheadRequ
 			if key != "" && meta.Timestamp.After(l.latest[key]) {
 				l.latest[key] = meta.Timestamp
 			}
+			// Only what was read counts, never the probe's time: right
+			// after a leader change a stream's info may not show every
+			// event it has stored yet.
 			if meta.Timestamp.After(l.upTo) {
 				l.upTo = meta.Timestamp
 			}
-			if meta.Sequence.Stream >= last {
-				l.upTo, reachedEnd = asked, true
-			}
+			reachedEnd = reachedEnd || meta.Sequence.Stream >= last
 			l.mu.Unlock()
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
