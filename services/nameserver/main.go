@@ -104,7 +104,7 @@ name in upper case with "-" as "_" (RSP_DATA, RSP_NATS, RSP_SCOPE=a,b).`,
 	f.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA: with --tls-cert on the embedded server, clients and routes must present a certificate it signed; with --nats, the CA that verifies the servers")
 	f.StringVar(&o.clusterListen, "cluster-listen", "", "HOST:PORT for cluster routes of the embedded server (empty: no cluster)")
 	f.StringVar(&o.routes, "routes", "", "comma-separated nats-route:// URLs of the other cluster members")
-	f.StringVar(&o.sync, "sync", "always", "when the embedded server's JetStream flushes its files to the disk: always (before acknowledging each write: nothing acknowledged is lost, even when the machine fails) or an interval such as 2m (faster; a machine failure may lose that much of what was acknowledged; a crash of the process alone loses nothing either way)")
+	f.StringVar(&o.sync, "sync", "auto", "when the embedded server's JetStream flushes its files to the disk: always (before acknowledging each write: nothing acknowledged is lost, even when the machine fails), an interval such as 2m (faster; a machine failure may lose that much of what was acknowledged; a crash of the process alone loses nothing either way), or auto: always for a single server, 2m for a cluster member (--cluster-listen), whose durability is the quorum of replicas on other machines")
 	f.DurationVar(&o.disconnectGrace, "disconnect-grace", server.DefaultDisconnectGrace, "how long a PE whose NATS connection closed may take to register again over a new one before it is taken out (operator mode; negative: off)")
 	f.StringSliceVar(&o.maxBadReports, "max-bad-pe-reports", nil, "distinct reporters within the report window that take a PE out: N for every scope or SCOPE=N (repeatable; default 3)")
 	f.StringSliceVar(&o.reportWindow, "report-window", nil, "how long a failure report counts: DURATION for every scope or SCOPE=DURATION (repeatable; default 10s)")
@@ -479,14 +479,18 @@ func banner(id string, o options, urls string, store *auth.Store, mon *monitorRu
 	return b.String()
 }
 
-// parseSync reads --sync: "always" (0) or a positive interval.
+// parseSync reads --sync: "auto" (0), "always" (-1) or a positive
+// interval (embedded.Config.SyncInterval).
 func parseSync(v string) (time.Duration, error) {
-	if v == "always" {
+	switch v {
+	case "auto":
 		return 0, nil
+	case "always":
+		return -1, nil
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("--sync: %q is neither always nor a positive duration such as 2m", v)
+		return 0, fmt.Errorf("--sync: %q is not auto, always or a positive duration such as 2m", v)
 	}
 	return d, nil
 }

@@ -34,11 +34,15 @@ type Config struct {
 	// Routes are the nats-route:// URLs of the other members, comma-separated.
 	Routes string
 	// SyncInterval is how often JetStream flushes its files to the disk
-	// (fsync): 0 syncs after every write before it is acknowledged
-	// (nats-server's sync_interval: always), so that nothing acknowledged
-	// is lost to a crash of the machine either; a positive interval is
-	// faster and loses at most that much of the acknowledged writes when
-	// the machine (not the process) fails. See the README, "Durability".
+	// (fsync). 0 (auto): a server that is not clustered syncs after every
+	// write before it is acknowledged (nats-server's sync_interval:
+	// always), so that nothing acknowledged is lost to a crash of the
+	// machine either; a cluster member keeps nats-server's default (2
+	// min), its durability being the quorum of replicas that stored each
+	// write on other machines. Negative: always; positive: that interval,
+	// which loses at most that much of a single server's acknowledged
+	// writes when its machine (not the process) fails. See the README,
+	// "Durability".
 	SyncInterval time.Duration
 	// Configure, when set, adjusts the server options last (operator
 	// mode, accounts: see package auth).
@@ -73,9 +77,10 @@ func Start(cfg Config) (*server.Server, error) {
 		NoSigs:     true, // the name server handles signals itself
 		NoLog:      cfg.Logger == nil,
 	}
-	if cfg.SyncInterval > 0 {
+	switch {
+	case cfg.SyncInterval > 0:
 		opts.SyncInterval = cfg.SyncInterval
-	} else {
+	case cfg.SyncInterval < 0, cfg.ClusterListen == "":
 		opts.SyncAlways = true
 	}
 	if cfg.TLS != nil {
