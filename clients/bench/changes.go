@@ -91,7 +91,7 @@ func measureChanges(ctx context.Context, pub, sub *nats.Conn, n int, progress fu
 	}
 	once := func(m *nats.Msg, op, id string) (time.Duration, error) {
 		t0 := time.Now()
-		if _, err := js.PublishMsgAsync(m); err != nil {
+		if _, err := js.PublishMsgAsync(m, waitForRoom); err != nil {
 			return 0, err
 		}
 		at, err := wait(op, id)

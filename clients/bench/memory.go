@@ -89,7 +89,7 @@ func measureMemory(ctx context.Context, nc *nats.Conn, connect func(string) (*na
 		m := nats.NewMsg(subject + events.Key(pool, id))
 		m.Data = events.Marshal(rec)
 		res.RecordBytes += int64(len(m.Data))
-		if _, err := js.PublishMsgAsync(m, jetstream.WithMsgTTL(2*time.Hour)); err != nil {
+		if _, err := js.PublishMsgAsync(m, jetstream.WithMsgTTL(2*time.Hour), waitForRoom); err != nil {
 			return nil, fmt.Errorf("memory: publish: %w", err)
 		}
 		if i > 0 && i%(pes/4+1) == 0 {

@@ -24,6 +24,11 @@ import (
 	"github.com/rserpool/rsp/services/nameserver/server"
 )
 
+// waitForRoom makes an async publish wait, up to a minute, for room among
+// the publishes not yet acknowledged: a store that syncs every write (the
+// embedded default) acknowledges slower than a benchmark publishes.
+var waitForRoom = jetstream.WithStallWait(time.Minute)
+
 // Config is what to measure and for how long.
 type Config struct {
 	Duration time.Duration // measured window of each throughput measurement
@@ -262,7 +267,7 @@ func fillPool(ctx context.Context, nc *nats.Conn, kp nkeys.KeyPair, pool, pol st
 		if err != nil {
 			return err
 		}
-		if _, err := js.PublishMsgAsync(m); err != nil {
+		if _, err := js.PublishMsgAsync(m, waitForRoom); err != nil {
 			return err
 		}
 	}
@@ -398,7 +403,7 @@ func measureRegister(ctx context.Context, cfg Config, nc *nats.Conn, kp nkeys.Ke
 		start := time.Now()
 		baseErrs := 0
 		for _, m := range base {
-			if _, err := js.PublishMsgAsync(m); err != nil {
+			if _, err := js.PublishMsgAsync(m, waitForRoom); err != nil {
 				baseErrs++
 			}
 		}
@@ -429,7 +434,7 @@ func measureRegister(ctx context.Context, cfg Config, nc *nats.Conn, kp nkeys.Ke
 		start = time.Now()
 		pubErrs := 0
 		for _, m := range msgs {
-			if _, err := js.PublishMsgAsync(m); err != nil {
+			if _, err := js.PublishMsgAsync(m, waitForRoom); err != nil {
 				pubErrs++
 			}
 		}

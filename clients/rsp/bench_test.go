@@ -12,7 +12,7 @@ import (
 func TestBenchEndToEnd(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "res")
 	r := runCmd(t, exec.Command(rspBin, "bench", "--duration", "200ms", "--warmup", "50ms", "--pools", "10",
-		"--clients", "1", "--policies", "round_robin", "--regs", "50", "--visible", "5", "--out", out))
+		"--clients", "1", "--policies", "round_robin", "--regs", "50", "--visible", "5", "--mem-pes", "5000", "--out", out))
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
