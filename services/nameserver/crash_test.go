@@ -57,12 +57,7 @@ func TestKillNineKeepsAcknowledged(t *testing.T) {
 		preload = v
 	}
 	data := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	logPath := filepath.Join(data, "nameserver.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -444,12 +439,7 @@ func (w *crashWorld) stats() string {
 // the kill still count after it, so that a third reporter takes the PE out.
 func TestKillNineKeepsAuthAndReports(t *testing.T) {
 	data := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	healthy, err := net.Listen("tcp", "127.0.0.1:0") // the PE's transport: checks of it pass
 	if err != nil {
 		t.Fatal(err)
@@ -613,4 +603,16 @@ func TestKillNineKeepsAuthAndReports(t *testing.T) {
 	if err := events.Decode(msg.Data, &ch); err != nil || ch.Op != events.OpRemove || ch.PEID != "pe-1" || ch.Reason != events.ReasonFailed {
 		t.Fatalf("change %s, want pe-1 removed as failed", msg.Data)
 	}
+}
+
+// freeAddr is a loopback HOST:PORT free now, for a name server that must
+// listen on the same address again after a restart.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
