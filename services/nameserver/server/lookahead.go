@@ -147,18 +147,13 @@ func (x *expiry) readAhead(ctx context.Context, st jetstream.Stream, r aheadRequ
 				continue
 			}
 			n++
-			key := ""
-			if _, _, pool, err := events.ParseSubject(m.Subject()); err == nil {
-				if id, _ := peIDAndSeq(m.Data()); id != "" {
-					key = events.Key(pool, id)
-				}
-			}
+			key, ok := eventKey(m.Subject(), m.Data())
 			l.mu.Lock()
 			if l.latest == nil { // stopped meanwhile
 				l.mu.Unlock()
 				return
 			}
-			if key != "" && meta.Timestamp.After(l.latest[key]) {
+			if ok && meta.Timestamp.After(l.latest[key]) {
 				l.latest[key] = meta.Timestamp
 			}
 			// Only what was read counts, never the probe's time: right

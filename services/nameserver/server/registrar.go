@@ -170,6 +170,14 @@ func peIDAndSeq(body []byte) (string, uint64) {
 	return b.PEID, b.Seq
 }
 
+// eventKey is the bucket key (<pool>.<pe_id>) an event of subject with
+// body is about; ok is false when the subject or the body does not say.
+func eventKey(subject string, body []byte) (key string, ok bool) {
+	_, _, pool, err := events.ParseSubject(subject)
+	id, _ := peIDAndSeq(body)
+	return events.Key(pool, id), err == nil && id != ""
+}
+
 // subjectToken makes s usable as one subject token ("_" when it is not).
 func subjectToken(s string) string {
 	if s == "" || strings.ContainsAny(s, ".*> \t\r\n") {

@@ -349,9 +349,8 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 			return reg.handle(ctx, &nats.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()}, meta.Sequence.Stream, meta.Timestamp)
 		}, func(m jetstream.Msg) string {
 			// One lane for all events of a PE (register, deregister, reports), in order.
-			peID, _ := peIDAndSeq(m.Data())
-			_, _, poolName, _ := events.ParseSubject(m.Subject())
-			return poolName + "." + peID
+			key, _ := eventKey(m.Subject(), m.Data())
+			return key
 		}); err != nil {
 			return fmt.Errorf("scope %s: events consumer: %w", scope, err)
 		}
