@@ -22,6 +22,7 @@ import (
 
 	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
+	"github.com/rserpool/rsp/services/nameserver/nstest"
 )
 
 // crashCycles and crashPreload: how many kill -9 / restart cycles, and how
@@ -52,6 +53,7 @@ func TestKillNineKeepsAcknowledged(t *testing.T) {
 	if testing.Short() {
 		t.Skip("twenty kill -9 cycles on a loaded store take minutes")
 	}
+	nstest.Heavy(t)
 	preload := crashPreload
 	if v, err := strconv.Atoi(os.Getenv("RSP_CRASH_PES")); err == nil && v >= 0 {
 		preload = v

@@ -50,6 +50,7 @@ func runFault(t *testing.T, f chaos.Fault, cfg chaos.Config) {
 	if testing.Short() {
 		t.Skip("a fault scenario takes a minute or more")
 	}
+	nstest.Heavy(t)
 	cfg.PEs = faultPEs(t)
 	cfg.Faults = []chaos.Fault{f}
 	cfg.NoBaseline = true // TestLoadAlone runs it
