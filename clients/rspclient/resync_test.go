@@ -83,6 +83,11 @@ func TestWatchResyncAfterNameServerRestart(t *testing.T) {
 	if _, err := live.Register(ctx, "rs", PE{ID: "live2", Transports: tcp1, Lifetime: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
+	// The ghost takes live2's revision: the watcher must have seen live2's
+	// add first (the name server announces it over its own connection, so
+	// the ghost could overtake it; the watcher would then take the late add
+	// for one it already had, and only the resync would bring live2 back).
+	waitChange(t, w, events.OpAdd, "live2", 5*time.Second)
 	ghost := events.Change{Scope: events.DefaultScope, Pool: "rs", Revision: lastRevision(t, pu), Op: events.OpAdd, PEID: "ghost",
 		Reason: events.ReasonRegistered, Element: &events.Element{PEID: "ghost", Transports: tcp1}}
 	if err := live.nc.Publish(events.Subject(events.DefaultScope, events.KindChanges, "rs"), events.Marshal(ghost)); err != nil {
