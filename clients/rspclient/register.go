@@ -357,9 +357,17 @@ func (c *Client) conn() *events.Conn {
 	return &events.Conn{Server: server, CID: cid}
 }
 
-// renewInterval is how long after an accepted registration the next one is
-// sent: a third of the lifetime, so one lost renewal still leaves time.
-func (r *Registration) renewInterval() time.Duration { return r.lifetime / 3 }
+// untilRenewal is how long from now the next renewal is due: a third of
+// the lifetime after the last accepted registration was sent (its
+// lifetime counts from then), so one lost renewal still leaves time. It
+// counts from the send, not from the answer: a slow answer must not push
+// the renewal, and its one attempt (attemptTimeout, at most half a
+// lifetime), past the end of the lifetime.
+func (r *Registration) untilRenewal() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return max(0, time.Until(r.expires.Add(r.lifetime/3-r.lifetime)))
+}
 
 // attemptTimeout bounds one renewal attempt: the client's timeout, but at
 // most half a lifetime, so that once the system is back (name servers
@@ -382,7 +390,7 @@ func (r *Registration) run(ctx context.Context) {
 	defer close(r.loopDone)
 	defer r.c.nc.RemoveStatusListener(r.status)
 	b := r.retryBackoff()
-	t := time.NewTimer(r.renewInterval())
+	t := time.NewTimer(r.untilRenewal())
 	defer t.Stop()
 	for {
 		select {
@@ -390,7 +398,7 @@ func (r *Registration) run(ctx context.Context) {
 			return
 		case <-r.kick: // UpdateLoad got a registration through
 			b.Reset()
-			t.Reset(r.renewInterval())
+			t.Reset(r.untilRenewal())
 			continue
 		case <-r.status:
 			// A new connection: name servers that watch connections
@@ -406,7 +414,7 @@ func (r *Registration) run(ctx context.Context) {
 			return
 		case err == nil:
 			b.Reset()
-			t.Reset(r.renewInterval())
+			t.Reset(r.untilRenewal())
 		case isPermanent(err):
 			r.end(fmt.Errorf("renew %s/%s: refused: %w", r.pool, r.id, err))
 			return
@@ -449,16 +457,16 @@ func (r *Registration) failed(err error, next time.Duration) time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	log := r.c.log.With("pool", r.pool, "pe_id", r.id)
-	if r.state.State == Registered {
-		r.failing = time.Now()
-	}
 	left := time.Until(r.expires)
+	// From Registered always through Retrying, even when this attempt was
+	// the last the lifetime left room for: Lost only after Retrying.
+	if r.state.State == Registered && r.setState(Retrying, err) {
+		r.failing = time.Now()
+		log.Warn("renewal failed: retrying", "err", err, "lifetime_left", left.Round(time.Millisecond))
+	} else if left > 0 {
+		log.Debug("renewal failed", "err", err, "retry_in", next)
+	}
 	if left > 0 {
-		if r.setState(Retrying, err) {
-			log.Warn("renewal failed: retrying", "err", err, "lifetime_left", left.Round(time.Millisecond))
-		} else {
-			log.Debug("renewal failed", "err", err, "retry_in", next)
-		}
 		return min(next, left)
 	}
 	if r.setState(Lost, fmt.Errorf("%w: lifetime ran out %s ago: %w", ErrLost, (-left).Round(time.Millisecond), err)) {

@@ -23,7 +23,9 @@ const (
 	// while they cannot store renewals, so after an outage of the name
 	// servers or of the event stream it is usually still there). The
 	// Registration keeps registering again, with backoff, for as long as
-	// it takes: it is Registered once one gets through.
+	// it takes: it is Registered once one gets through. Lost always comes
+	// after Retrying, even when the attempt that failed was the last the
+	// lifetime left room for.
 	Lost
 	// Ended: the registration is over, Done is closed and Err says why:
 	// deregistered, or refused for a reason retrying cannot change.
