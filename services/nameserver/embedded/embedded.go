@@ -116,23 +116,49 @@ func Start(cfg Config) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats server: %w", err)
 	}
-	if cfg.Logger != nil {
-		s.SetLoggerV2(slogAdapter{cfg.Logger.With("component", "nats-server")}, false, false, false)
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
+	// Always a logger, even a silent one: a fatal error (a port in use,
+	// JetStream refusing the configuration) reaches Start through it, and
+	// Start returns it at once instead of waiting out ReadyTimeout.
+	log := slogAdapter{l: logger.With("component", "nats-server"), fatal: make(chan string, 1)}
+	s.SetLoggerV2(log, false, false, false)
 	go s.Start()
-	if !s.ReadyForConnections(cfg.ReadyTimeout) {
-		s.Shutdown()
-		return nil, fmt.Errorf("embedded nats server not ready within %s", cfg.ReadyTimeout)
+	deadline := time.Now().Add(cfg.ReadyTimeout)
+	for !s.ReadyForConnections(50 * time.Millisecond) { // polls every 25 ms
+		select {
+		case msg := <-log.fatal:
+			s.Shutdown()
+			return nil, fmt.Errorf("embedded nats server: %s", msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.Shutdown()
+			return nil, fmt.Errorf("embedded nats server not ready within %s", cfg.ReadyTimeout)
+		}
 	}
 	return s, nil
 }
 
-// slogAdapter is the nats-server Logger interface on top of slog.
-type slogAdapter struct{ l *slog.Logger }
+// slogAdapter is the nats-server Logger interface on top of slog. Fatal
+// errors also go to fatal (the first one; nats-server stops after it).
+type slogAdapter struct {
+	l     *slog.Logger
+	fatal chan string
+}
 
 func (a slogAdapter) Noticef(f string, v ...any) { a.l.Debug(fmt.Sprintf(f, v...)) }
 func (a slogAdapter) Warnf(f string, v ...any)   { a.l.Warn(fmt.Sprintf(f, v...)) }
-func (a slogAdapter) Fatalf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }
-func (a slogAdapter) Errorf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }
-func (a slogAdapter) Debugf(f string, v ...any)  { a.l.Debug(fmt.Sprintf(f, v...)) }
-func (a slogAdapter) Tracef(f string, v ...any)  {}
+func (a slogAdapter) Fatalf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	a.l.Error(msg)
+	select {
+	case a.fatal <- msg:
+	default:
+	}
+}
+func (a slogAdapter) Errorf(f string, v ...any) { a.l.Error(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Debugf(f string, v ...any) { a.l.Debug(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Tracef(f string, v ...any) {}

@@ -2,25 +2,17 @@ package embedded_test
 
 import (
 	"fmt"
-	"net"
+	"strings"
 	"testing"
 	"time"
 
+	server "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/services/nameserver/embedded"
 	"github.com/rserpool/rsp/services/nameserver/nstest"
 )
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // TestClusterRoutesUseTLS joins two embedded servers over TLS routes and
 // sends a message from a client of one to a client of the other.
@@ -30,19 +22,25 @@ func TestClusterRoutesUseTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p1, p2 := freePort(t), freePort(t)
-	start := func(name string, port, peer int) *embedded.Config {
+	// Every port is the kernel's pick (-1), never one probed free
+	// beforehand: another package's test may take a probed port first.
+	// b routes to a; routes go both ways once joined. Without JetStream,
+	// which refuses a cluster member with no routes configured (a): this
+	// test is about the routes.
+	noJetStream := func(o *server.Options) error { o.JetStream = false; return nil }
+	start := func(name, routes string) *embedded.Config {
 		return &embedded.Config{
-			Name: name, Listen: "127.0.0.1:-1", DataDir: t.TempDir(), TLS: tlsc,
-			ClusterListen: fmt.Sprintf("127.0.0.1:%d", port), Routes: fmt.Sprintf("nats-route://127.0.0.1:%d", peer),
+			Name: name, Listen: "127.0.0.1:-1", DataDir: t.TempDir(), TLS: tlsc, ClusterListen: "127.0.0.1:-1", Routes: routes,
+			Configure: noJetStream,
 		}
 	}
-	s1, err := embedded.Start(*start("a", p1, p2))
+	s1, err := embedded.Start(*start("a", ""))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s1.Shutdown()
-	s2, err := embedded.Start(*start("b", p2, p1))
+	toA := fmt.Sprintf("nats-route://127.0.0.1:%d", s1.ClusterAddr().Port)
+	s2, err := embedded.Start(*start("b", toA))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +77,7 @@ func TestClusterRoutesUseTLS(t *testing.T) {
 	}
 	// A route without a certificate from the CA is refused.
 	bad, err := embedded.Start(embedded.Config{Name: "c", Listen: "127.0.0.1:-1", DataDir: t.TempDir(),
-		ClusterListen: fmt.Sprintf("127.0.0.1:%d", freePort(t)), Routes: fmt.Sprintf("nats-route://127.0.0.1:%d", p1)})
+		ClusterListen: "127.0.0.1:-1", Routes: toA, Configure: noJetStream})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,5 +85,25 @@ func TestClusterRoutesUseTLS(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if bad.NumRoutes() != 0 {
 		t.Fatal("a plain route joined the TLS cluster")
+	}
+}
+
+// TestStartSaysWhyNot: a server that cannot start (its port taken) makes
+// Start fail at once with nats-server's reason, not after ReadyTimeout
+// with none.
+func TestStartSaysWhyNot(t *testing.T) {
+	taken, err := embedded.Start(embedded.Config{Listen: "127.0.0.1:-1", DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Shutdown()
+	// The reason in the error shows that Start did not wait this out.
+	s, err := embedded.Start(embedded.Config{Listen: taken.Addr().String(), DataDir: t.TempDir(), ReadyTimeout: time.Minute})
+	if err == nil {
+		s.Shutdown()
+		t.Fatal("a second server started on a port in use")
+	}
+	if !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("error %q does not say the address is in use", err)
 	}
 }
