@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -220,11 +221,21 @@ func (h *handler) addrRR(name string, qtype uint16, ip netip.Addr) dns.RR {
 	return nil
 }
 
-// hostPort splits a transport addr HOST:PORT whose HOST is an IP.
+// hostPort splits a transport addr HOST:PORT whose HOST is an IP, in the
+// forms the registration accepts (net.SplitHostPort's: an IPv4 address may
+// be in brackets too).
 func hostPort(addr string) (netip.Addr, uint16, bool) {
-	ap, err := netip.ParseAddrPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return netip.Addr{}, 0, false
 	}
-	return ap.Addr().Unmap().WithZone(""), ap.Port(), true
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, 0, false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return netip.Addr{}, 0, false
+	}
+	return ip.Unmap().WithZone(""), uint16(n), true
 }

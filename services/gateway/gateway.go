@@ -76,6 +76,8 @@ func parseQuery(r *http.Request) (events.ResolveRequest, error) {
 	for key, vals := range r.URL.Query() {
 		v := vals[len(vals)-1]
 		switch {
+		case key == "":
+			return req, events.Errf("query", "a parameter without a name (=%s); the names are max, exclude, affinity, hint.<key>", v)
 		case key == "max":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > events.MaxMax {

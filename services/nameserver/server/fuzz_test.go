@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -111,7 +112,7 @@ var nameRule = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 // sends (no wildcard token, no empty token, no white space that breaks
 // the protocol line).
 func publishable(subject string) bool {
-	return natsserver.IsValidLiteralSubject(subject) && !strings.ContainsAny(subject, " \t\r\n")
+	return natsserver.IsValidLiteralSubject(subject) && !strings.ContainsFunc(subject, unicode.IsSpace)
 }
 
 func FuzzSubjectToken(f *testing.F) {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
@@ -180,7 +181,7 @@ func eventKey(subject string, body []byte) (key string, ok bool) {
 
 // subjectToken makes s usable as one subject token ("_" when it is not).
 func subjectToken(s string) string {
-	if s == "" || strings.ContainsAny(s, ".*> \t\r\n") {
+	if s == "" || strings.ContainsAny(s, ".*>") || strings.ContainsFunc(s, unicode.IsSpace) {
 		return "_"
 	}
 	return s
