@@ -26,7 +26,9 @@ import (
 //     stream RSP_EVENTS, the scope's shared events consumer and the scope's
 //     bucket must answer and have a leader, and its own NATS connection
 //     must be up. Until a probe has passed, and whenever one fails, the
-//     replica holds: heldSince is set to now. A replica whose own store
+//     replica holds: heldSince is set to now. So does a probe that finds
+//     the leader of RSP_EVENTS or of the bucket moved since the last one
+//     (leadersStayed). A replica whose own store
 //     write fails holds at once (registrar.handle).
 //   - A PE's deadline is max(updated_at, heldSince) + lifetime. So after
 //     any outage (an election, a lost node, a name-server restart, the
@@ -70,6 +72,10 @@ type expiry struct {
 	log     *slog.Logger
 	metrics *Metrics
 	heldWhy string // why the last probe failed ("" when it passed)
+	// leaders are the leaders of RSP_EVENTS and of the bucket that the
+	// last probe saw ("" when not clustered): one that moved between two
+	// probes is an election the probes did not catch.
+	leaders [2]string
 	// oldest is the stream sequence of the oldest event of the scope not
 	// yet applied, as the last probe found (the stream's last sequence + 1
 	// when none waited); it only grows.
@@ -189,7 +195,35 @@ func (x *expiry) probe(ctx context.Context) (time.Time, aheadRequest, error) {
 	if err := led(kv.CachedInfo().Cluster); err != nil {
 		return time.Time{}, aheadRequest{}, fmt.Errorf("bucket %s: %w", x.bucket, err)
 	}
+	if err := x.leadersStayed(st.CachedInfo().Cluster, kv.CachedInfo().Cluster); err != nil {
+		return time.Time{}, aheadRequest{}, err
+	}
 	return applied, aheadRequest{from: floor + 1, last: st.CachedInfo().State.LastSeq, asked: asked, applied: applied}, nil
+}
+
+// leadersStayed fails when the leader of RSP_EVENTS or of the bucket is
+// not the one the last probe saw. An election can end between two probes
+// (a killed leader's route closes at once, and its followers may elect a
+// new one in well under probeInterval): no probe failed, yet renewals
+// published meanwhile were refused. Holding at this probe gives every PE
+// a fresh lifetime from now, as a failed probe would have.
+func (x *expiry) leadersStayed(stream, bucket *jetstream.ClusterInfo) error {
+	now := [2]string{leaderOf(stream), leaderOf(bucket)}
+	was := x.leaders
+	x.leaders = now
+	for i, what := range []string{"stream " + events.StreamName, "bucket " + x.bucket} {
+		if was[i] != "" && now[i] != was[i] {
+			return fmt.Errorf("%s: leader moved from %s to %s", what, was[i], now[i])
+		}
+	}
+	return nil
+}
+
+func leaderOf(c *jetstream.ClusterInfo) string {
+	if c == nil {
+		return ""
+	}
+	return c.Leader
 }
 
 // appliedUpTo is the instant every event of the scope stored before has
