@@ -130,7 +130,9 @@
 // name server answers, the event stream elects a leader, the connection
 // is down. It keeps renewing, with exponential backoff and jitter (at
 // most min(2 s, lifetime/4) apart, each attempt bounded by the client's
-// timeout and half a lifetime), for as long as the outage lasts, and is
+// timeout and a third of a lifetime; a renewal the event stream stored
+// but no name server answered yet keeps the pace of a third of a
+// lifetime, without backoff), for as long as the outage lasts, and is
 // registered again as soon as one renewal gets through. Its State says
 // how it stands, and StateChanged delivers each change (as nats.go's
 // StatusChanged does for a connection):

@@ -63,6 +63,7 @@ type Registration struct {
 	mu        sync.Mutex
 	body      events.Registration // template: seq and time set per send
 	expires   time.Time           // when the last accepted registration runs out
+	stored    time.Time           // when the last registration RSP_EVENTS stored was sent
 	dereg     bool
 	err       error
 	state     StateChange
@@ -333,11 +334,16 @@ func (r *Registration) send(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	if err := r.c.sendEvent(ctx, r.outcomes, events.KindRegister, r.pool, r.id, body.Seq, events.Marshal(body)); err != nil {
-		return err
-	}
+	err := r.c.sendEvent(ctx, r.outcomes, events.KindRegister, r.pool, r.id, body.Seq, events.Marshal(body))
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var stored *storedError
+	if err == nil || errors.As(err, &stored) {
+		r.stored = start
+	}
+	if err != nil {
+		return err
+	}
 	r.expires = start.Add(r.lifetime)
 	if was := r.state; r.setState(Registered, nil) && was.State != 0 { // 0: the first registration
 		r.c.log.Info("registered again", "pool", r.pool, "pe_id", r.id, "was", was.State, "failing_for", time.Since(r.failing).Round(time.Millisecond))
@@ -358,23 +364,26 @@ func (c *Client) conn() *events.Conn {
 }
 
 // untilRenewal is how long from now the next renewal is due: a third of
-// the lifetime after the last accepted registration was sent (its
-// lifetime counts from then), so one lost renewal still leaves time. It
-// counts from the send, not from the answer: a slow answer must not push
-// the renewal, and its one attempt (attemptTimeout, at most half a
-// lifetime), past the end of the lifetime.
+// the lifetime after the last registration that RSP_EVENTS stored was
+// sent, so one lost renewal still leaves time. It counts from the send,
+// not from the outcome: a slow outcome must not push the renewal past the
+// end of the lifetime. And a stored renewal whose outcome did not come
+// keeps the pace too: name servers that are behind count it as a renewal
+// when it was stored, so the PE stays registered as long as its renewals
+// are stored a third of a lifetime apart, however late they are applied.
 func (r *Registration) untilRenewal() time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return max(0, time.Until(r.expires.Add(r.lifetime/3-r.lifetime)))
+	return max(0, time.Until(r.stored.Add(r.lifetime/3)))
 }
 
 // attemptTimeout bounds one renewal attempt: the client's timeout, but at
-// most half a lifetime, so that once the system is back (name servers
-// give every PE a fresh lifetime at the end of an outage) a new attempt
-// starts well within a lifetime, not after an old one's long wait.
+// most a third of a lifetime, so that the wait for a late outcome does not
+// delay the next renewal, and once the system is back (name servers give
+// every PE a fresh lifetime at the end of an outage) a new attempt starts
+// well within a lifetime, not after an old one's long wait.
 func (r *Registration) attemptTimeout() time.Duration {
-	return min(r.c.timeout, max(r.lifetime/2, 100*time.Millisecond))
+	return min(r.c.timeout, max(r.lifetime/3, 100*time.Millisecond))
 }
 
 // retryBackoff paces renewals that failed: exponential with jitter, never
@@ -422,7 +431,12 @@ func (r *Registration) run(ctx context.Context) {
 			r.end(fmt.Errorf("renew %s/%s: %w", r.pool, r.id, err))
 			return
 		default:
-			t.Reset(r.failed(fmt.Errorf("renew %s/%s: %w", r.pool, r.id, err), b.NextBackOff()))
+			next := b.NextBackOff()
+			var stored *storedError
+			if errors.As(err, &stored) {
+				next = r.untilRenewal() // stored: keep the pace, no backoff
+			}
+			t.Reset(r.failed(fmt.Errorf("renew %s/%s: %w", r.pool, r.id, err), next))
 		}
 	}
 }
@@ -514,7 +528,7 @@ func (c *Client) sendEvent(ctx context.Context, sub *nats.Subscription, kind eve
 			if denied := c.denied(msg.Subject, sub.Subject); denied != nil {
 				return denied
 			}
-			return fmt.Errorf("no outcome for %s seq %d: %w", kind, seq, err)
+			return &storedError{fmt.Errorf("no outcome for %s seq %d: %w", kind, seq, err)}
 		}
 		var o events.Outcome
 		if err := events.Decode(m.Data, &o); err != nil {
@@ -533,6 +547,15 @@ func (c *Client) sendEvent(ctx context.Context, sub *nats.Subscription, kind eve
 		return o.Error
 	}
 }
+
+// storedError is a failure after RSP_EVENTS stored the event (its PubAck
+// came) but before its outcome did: the name servers will apply it, late
+// (they are behind, or down). For expiry it already counts as a renewal at
+// the time it was stored (docs/protocol.md, "Expiry").
+type storedError struct{ err error }
+
+func (e *storedError) Error() string { return e.err.Error() }
+func (e *storedError) Unwrap() error { return e.err }
 
 // denied returns a forbidden error (permanent: retrying cannot help) when
 // the NATS server refused this client's credentials a publish or

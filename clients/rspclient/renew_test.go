@@ -3,6 +3,7 @@ package rspclient
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,7 +20,8 @@ import (
 // make a name server refuse or ignore events at will.
 type fakeRegistrar struct {
 	mu     sync.Mutex
-	seqs   []uint64 // seqs of the register events seen, in order
+	seqs   []uint64    // seqs of the register events seen, in order
+	at     []time.Time // when each arrived
 	decide func(n int, kind events.Kind, seq uint64) *events.Outcome
 }
 
@@ -51,7 +53,7 @@ func startFakeRegistrar(t *testing.T, nc *nats.Conn, decide func(n int, kind eve
 		}
 		f.mu.Lock()
 		if kind == events.KindRegister {
-			f.seqs = append(f.seqs, d.Seq)
+			f.seqs, f.at = append(f.seqs, d.Seq), append(f.at, time.Now())
 		}
 		n := len(f.seqs)
 		f.mu.Unlock()
@@ -66,6 +68,21 @@ func startFakeRegistrar(t *testing.T, nc *nats.Conn, decide func(n int, kind eve
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	_ = nc.Flush()
 	return f
+}
+
+// startSwitchedRegistrar starts a fake registrar that accepts every event
+// while answer is true (it starts true) and answers none while it is false.
+func startSwitchedRegistrar(t *testing.T, nc *nats.Conn) (*fakeRegistrar, *atomic.Bool) {
+	t.Helper()
+	answer := &atomic.Bool{}
+	answer.Store(true)
+	f := startFakeRegistrar(t, nc, func(int, events.Kind, uint64) *events.Outcome {
+		if answer.Load() {
+			return accepted()
+		}
+		return nil
+	})
+	return f, answer
 }
 
 func (f *fakeRegistrar) registers() []uint64 {
@@ -183,14 +200,7 @@ func TestRenewalRefusedEndsRegistration(t *testing.T) {
 // server answers again it is Registered.
 func TestRenewalKeepsTryingWhenNoNameServerAnswers(t *testing.T) {
 	s := startNATS(t)
-	var answer atomic.Bool
-	answer.Store(true)
-	f := startFakeRegistrar(t, connect(t, s), func(int, events.Kind, uint64) *events.Outcome {
-		if answer.Load() {
-			return accepted()
-		}
-		return nil
-	})
+	f, answer := startSwitchedRegistrar(t, connect(t, s))
 	c := newClient(t, connect(t, s), WithTimeout(300*time.Millisecond), WithLogger(testLogger()))
 	const lifetime = time.Second
 	r, err := c.Register(context.Background(), "echo", PE{ID: "p", Transports: tcp7, Lifetime: lifetime})
@@ -219,9 +229,10 @@ func TestRenewalKeepsTryingWhenNoNameServerAnswers(t *testing.T) {
 	if r.State() != Lost || r.Err() != nil {
 		t.Fatalf("after 5 lifetimes unanswered: State %s, Err %v; want Lost, nil", r.State(), r.Err())
 	}
-	// 4 s of attempts, each ≤ 300 ms plus ≤ 250 ms of backoff (jitter
-	// ±50%): some 6 to 9, at least 4 on a loaded machine, and fewer
-	// than one per 50 ms.
+	// 4 s of attempts, each stored and so sent a third of a lifetime
+	// after the one before (its wait for the outcome bounded by the
+	// timeout, 300 ms): some 12, at least 4 on a loaded machine, and
+	// fewer than one per 50 ms.
 	if sent := len(f.registers()) - n; sent < 4 || sent > 80 {
 		t.Errorf("%d renewals sent in 4 lifetimes while no name server answered, want some 8 to 20", sent)
 	}
@@ -335,5 +346,41 @@ func TestUpdateLoadSendsAtOnce(t *testing.T) {
 	defer mu.Unlock()
 	if len(loads) != 2 || loads[0] != 0.2 || loads[1] != 0.7 {
 		t.Errorf("loads sent = %v, want [0.2 0.7]", loads)
+	}
+}
+
+// TestRenewalsKeepPaceWithoutOutcomes: renewals that RSP_EVENTS stores but
+// no name server answers (they are behind, or down) are still sent a
+// third of a lifetime apart, not a third plus the wait for the outcome
+// plus backoff: name servers that are behind count each stored renewal at
+// the time it was stored, so the pace is what keeps the PE registered.
+func TestRenewalsKeepPaceWithoutOutcomes(t *testing.T) {
+	s := startNATS(t)
+	f, answer := startSwitchedRegistrar(t, connect(t, s))
+	c := newClient(t, connect(t, s), WithLogger(testLogger()))
+	const lifetime = 3 * time.Second
+	r, err := c.Register(context.Background(), "echo", PE{ID: "p", Transports: tcp7, Lifetime: lifetime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Deregister(context.Background())
+	answer.Store(false)
+	states := r.StateChanged()
+	wantState(t, states, Registered, time.Second)
+	wantState(t, states, Retrying, lifetime)
+	n := len(f.registers())
+	time.Sleep(2 * lifetime)
+	f.mu.Lock()
+	at := slices.Clone(f.at[n-1:])
+	f.mu.Unlock()
+	if len(at) < 4 {
+		t.Fatalf("%d renewals stored in %s without outcomes, want about 6", len(at)-1, 2*lifetime)
+	}
+	// A third of a lifetime apart (1 s); before, each waited half a
+	// lifetime for its outcome, then backed off: 1.5 s and more.
+	for i := 1; i < len(at); i++ {
+		if gap := at[i].Sub(at[i-1]); gap > lifetime/2 {
+			t.Errorf("renewal %d stored %s after the one before, want about %s (a third of the lifetime)", i, gap.Round(time.Millisecond), lifetime/3)
+		}
 	}
 }
