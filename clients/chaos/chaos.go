@@ -221,6 +221,8 @@ type Result struct {
 	// name-server outage no answer can come: those are counted in
 	// FailedOutage, not Failed.
 	Resolutions, Failed, FailedOutage int
+	// FailedWhy says what was wrong with the first few Failed ones.
+	FailedWhy []string
 	// LongestGap is the longest time a pool went without a full answer
 	// (outside a name-server outage; from its end for FaultNameServers).
 	LongestGap time.Duration
@@ -270,7 +272,7 @@ func (r *Result) Problems() []string {
 		p = append(p, fmt.Sprintf("%d registrations ended (first: %s)", len(r.Ended), r.Ended[0]))
 	}
 	if r.Failed > 0 {
-		p = append(p, fmt.Sprintf("%d of %d resolutions failed or missed live PEs", r.Failed, r.Resolutions))
+		p = append(p, fmt.Sprintf("%d of %d resolutions failed or missed live PEs: %s", r.Failed, r.Resolutions, strings.Join(r.FailedWhy, "; ")))
 	}
 	for _, v := range r.Victims {
 		switch {

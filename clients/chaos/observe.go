@@ -155,7 +155,11 @@ type resolutions struct {
 	count, failed, failedOutage int
 	longest                     time.Duration
 	slowest                     time.Duration // the longest single resolution (client retries included)
+	whys                        []string      // why the first failed ones failed (maxWhys)
 }
+
+// maxWhys is how many failed resolutions a window explains.
+const maxWhys = 5
 
 func newResolutions(pools []string) *resolutions {
 	r := &resolutions{lastFull: map[string]time.Time{}}
@@ -169,7 +173,7 @@ func newResolutions(pools []string) *resolutions {
 func (r *resolutions) begin(t time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.gapFrom, r.count, r.failed, r.failedOutage, r.longest, r.slowest = t, 0, 0, 0, 0, 0
+	r.gapFrom, r.count, r.failed, r.failedOutage, r.longest, r.slowest, r.whys = t, 0, 0, 0, 0, 0, nil
 }
 
 // setOutage says whether the name servers are stopped on purpose; at its
@@ -200,8 +204,10 @@ func (r *resolutions) gap(pool string, t time.Time) time.Duration {
 
 // record counts one resolution of pool asked at asked, answered (or
 // failed) at at; outage: it was asked while the name servers were
-// stopped on purpose.
-func (r *resolutions) record(pool string, asked, at time.Time, full, outage bool) {
+// stopped on purpose; why says what was wrong with it ("" for a full
+// answer).
+func (r *resolutions) record(pool string, asked, at time.Time, why string, outage bool) {
+	full := why == ""
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if asked.Before(r.gapFrom) && !outage {
@@ -221,19 +227,23 @@ func (r *resolutions) record(pool string, asked, at time.Time, full, outage bool
 		r.failedOutage++
 	default:
 		r.failed++
+		if len(r.whys) < maxWhys {
+			r.whys = append(r.whys, fmt.Sprintf("%s asked %.1f s into the window, answered after %s: %s",
+				pool, asked.Sub(r.gapFrom).Seconds(), at.Sub(asked).Round(time.Millisecond), why))
+		}
 	}
 }
 
 // window closes the window at end: its counts, its longest gap (also
 // the gaps still open at end) and its slowest resolution.
-func (r *resolutions) window(end time.Time) (count, failed, failedOutage int, longest, slowest time.Duration) {
+func (r *resolutions) window(end time.Time) (count, failed, failedOutage int, longest, slowest time.Duration, whys []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	longest = r.longest
 	for p := range r.lastFull {
 		longest = max(longest, r.gap(p, end))
 	}
-	return r.count, r.failed, r.failedOutage, longest, r.slowest
+	return r.count, r.failed, r.failedOutage, longest, r.slowest, slices.Clone(r.whys)
 }
 
 // notFullSince names a pool with no full answer since t ("" if none).

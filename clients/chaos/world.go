@@ -313,8 +313,7 @@ func (w *world) resolveLoop(ctx context.Context, cl *rspclient.Client, pu int) {
 		if ctx.Err() != nil {
 			return
 		}
-		full := err == nil && holdsAll(a, w.members[pool])
-		w.res.record(pool, asked, time.Now(), full, outage)
+		w.res.record(pool, asked, time.Now(), notFull(a, err, w.members[pool]), outage)
 		select {
 		case <-ctx.Done():
 		case <-time.After(w.cfg.ResolvePause):
@@ -322,18 +321,26 @@ func (w *world) resolveLoop(ctx context.Context, cl *rspclient.Client, pu int) {
 	}
 }
 
-// holdsAll tells whether answer a lists every PE of ids.
-func holdsAll(a *events.ResolveAnswer, ids []string) bool {
+// notFull says what is wrong with answer a (or err) for a pool whose live
+// PEs are ids: the error, or the PEs it misses; "" when it lists them all.
+func notFull(a *events.ResolveAnswer, err error, ids []string) string {
+	if err != nil {
+		return err.Error()
+	}
 	got := make(map[string]bool, len(a.Elements))
 	for _, e := range a.Elements {
 		got[e.PEID] = true
 	}
+	var missing []string
 	for _, id := range ids {
 		if !got[id] {
-			return false
+			missing = append(missing, id)
 		}
 	}
-	return true
+	if len(missing) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d live PEs missing (%s)", len(missing), strings.Join(missing[:min(len(missing), 5)], ", "))
 }
 
 func (w *world) close() {
@@ -583,7 +590,7 @@ func (w *world) run(ctx context.Context, f Fault) (*Result, error) {
 
 // collect fills res with what happened from res.Start until end.
 func (w *world) collect(res *Result, vs []*victim, end time.Time) {
-	res.Resolutions, res.Failed, res.FailedOutage, res.LongestGap, res.Slowest = w.res.window(end)
+	res.Resolutions, res.Failed, res.FailedOutage, res.LongestGap, res.Slowest, res.FailedWhy = w.res.window(end)
 	victimKeys := map[string]*victim{}
 	for _, v := range vs {
 		victimKeys[events.Key(v.Pool, v.PEID)] = v
