@@ -184,7 +184,7 @@ func (x *expiry) probe(ctx context.Context) (time.Time, aheadRequest, error) {
 	if err := led(st.CachedInfo().Cluster); err != nil {
 		return time.Time{}, aheadRequest{}, fmt.Errorf("stream %s: %w", events.StreamName, err)
 	}
-	applied, floor, err := x.appliedUpTo(ctx, st)
+	applied, err := x.appliedUpTo(ctx, st)
 	if err != nil {
 		return time.Time{}, aheadRequest{}, err
 	}
@@ -198,7 +198,7 @@ func (x *expiry) probe(ctx context.Context) (time.Time, aheadRequest, error) {
 	if err := x.leadersStayed(st.CachedInfo().Cluster, kv.CachedInfo().Cluster); err != nil {
 		return time.Time{}, aheadRequest{}, err
 	}
-	return applied, aheadRequest{from: floor + 1, last: st.CachedInfo().State.LastSeq, asked: asked, applied: applied}, nil
+	return applied, aheadRequest{last: st.CachedInfo().State.LastSeq, asked: asked, applied: applied, held: x.view.heldTime()}, nil
 }
 
 // leadersStayed fails when the leader of RSP_EVENTS or of the bucket is
@@ -228,22 +228,21 @@ func leaderOf(c *jetstream.ClusterInfo) string {
 
 // appliedUpTo is the instant every event of the scope stored before has
 // been applied: when the oldest event not yet acknowledged (delivered or
-// not) was stored, or now when none waits. floor is the consumer's ack
-// floor: every event up to it has been applied.
-func (x *expiry) appliedUpTo(ctx context.Context, st jetstream.Stream) (applied time.Time, floor uint64, err error) {
+// not) was stored, or now when none waits.
+func (x *expiry) appliedUpTo(ctx context.Context, st jetstream.Stream) (time.Time, error) {
 	asked := time.Now() // events stored later are not in what the consumer tells
 	c, err := st.Consumer(ctx, x.durable)
 	if err != nil {
-		return time.Time{}, 0, fmt.Errorf("consumer %s: %w", x.durable, err)
+		return time.Time{}, fmt.Errorf("consumer %s: %w", x.durable, err)
 	}
 	ci := c.CachedInfo()
 	if err := led(ci.Cluster); err != nil {
-		return time.Time{}, 0, fmt.Errorf("consumer %s: %w", x.durable, err)
+		return time.Time{}, fmt.Errorf("consumer %s: %w", x.durable, err)
 	}
-	floor = ci.AckFloor.Stream
+	floor := ci.AckFloor.Stream // every event up to it has been applied
 	if ci.NumPending == 0 && ci.NumAckPending == 0 {
 		x.noteOldest(st.CachedInfo().State.LastSeq + 1)
-		return asked, floor, nil
+		return asked, nil
 	}
 	m, err := st.GetMsg(ctx, floor+1, jetstream.WithGetMsgSubject(events.Subject(x.scope, "*", "*")))
 	if err == nil {
@@ -251,11 +250,11 @@ func (x *expiry) appliedUpTo(ctx context.Context, st jetstream.Stream) (applied 
 	}
 	switch {
 	case err == nil && m.Time.Before(asked):
-		return m.Time, floor, nil
+		return m.Time, nil
 	case err == nil, errors.Is(err, jetstream.ErrMsgNotFound): // not found: applied since
-		return asked, floor, nil
+		return asked, nil
 	}
-	return time.Time{}, 0, fmt.Errorf("oldest event not applied: %w", err)
+	return time.Time{}, fmt.Errorf("oldest event not applied: %w", err)
 }
 
 // noteOldest records the oldest waiting event's sequence, if later.
@@ -280,8 +279,7 @@ func (x *expiry) appliedNow(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	applied, _, err := x.appliedUpTo(ctx, st)
-	return applied, err
+	return x.appliedUpTo(ctx, st)
 }
 
 // led fails when a replicated stream or consumer has no leader (its

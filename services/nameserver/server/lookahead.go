@@ -26,7 +26,18 @@ import (
 // point. A waiting event counts as a renewal even if it will be refused:
 // the lookahead can only keep a PE longer, never take it out sooner than
 // the events would.
+//
+// Only the events stored since the last hold ended matter: a PE's
+// deadline counts from max(updated_at, held, latest waiting), never from
+// before held, so an event stored before held cannot move it. After an
+// outage the hold ends at the restart, and the read starts there (less
+// lookaheadSkew), not at the oldest waiting event a minute before: the
+// PEs that died meanwhile are known one lifetime after the restart,
+// however large the backlog and however slowly a loaded machine reads it.
 const (
+	// lookaheadSkew: the read starts this long before the hold ended, for
+	// a name server's clock a little ahead of the stream's.
+	lookaheadSkew = time.Second
 	// lookaheadLag: a backlog older than this is read ahead.
 	lookaheadLag = 2 * time.Second
 	// lookaheadBatch and lookaheadWait bound one read.
@@ -37,14 +48,15 @@ const (
 // lookahead is what a replica read of a backlog of its scope's events.
 type lookahead struct {
 	mu sync.Mutex
-	// upTo: every event stored before it was read here or applied; zero
-	// when no backlog is being read.
+	// upTo: every event stored from start to it was read here, and every
+	// one stored before the oldest waiting event was applied; zero when no
+	// backlog is being read.
 	upTo time.Time
 	// latest is, per key, the store time of its latest event read.
 	latest map[string]time.Time
 
-	cons jetstream.Consumer // the ordered consumer reading; nil when none
-	next uint64             // stream sequence the reading started at
+	cons  jetstream.Consumer // the ordered consumer reading; nil when none
+	start time.Time          // the store time the reading started at
 }
 
 // horizon returns up to when the lookahead knows every event, and the
@@ -59,7 +71,7 @@ func (l *lookahead) horizon(key string) (upTo, latest time.Time) {
 func (l *lookahead) stop() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.upTo, l.latest, l.cons, l.next = time.Time{}, nil, nil, 0
+	l.upTo, l.latest, l.cons, l.start = time.Time{}, nil, nil, time.Time{}
 }
 
 // aheadRequest is what a passing probe found: the backlog starts at
@@ -67,8 +79,8 @@ func (l *lookahead) stop() {
 // sequence was last when asked, and every event stored before applied
 // was applied.
 type aheadRequest struct {
-	from, last     uint64
-	asked, applied time.Time
+	last                 uint64    // the stream's last sequence
+	asked, applied, held time.Time // the probe's time, appliedUpTo, the end of the last hold
 }
 
 // lookaheadLoop reads ahead while the probes find a backlog, and forgets
@@ -108,22 +120,26 @@ func (x *expiry) requestLookahead(r aheadRequest) {
 	}
 }
 
-// readAhead reads from the oldest waiting event to the stream's last
-// sequence as of the probe, in batches of at most lookaheadBatch, each
-// waited for at most lookaheadWait, until the end or ctx ends.
+// readAhead reads from the oldest waiting event, or from the end of the
+// last hold when that is later, to the stream's last sequence as of the
+// probe, in batches of at most lookaheadBatch, each waited for at most
+// lookaheadWait, until the end or ctx ends.
 func (x *expiry) readAhead(ctx context.Context, st jetstream.Stream, r aheadRequest) {
-	from, last := r.from, r.last
+	start, last := r.applied, r.last
+	if since := r.held.Add(-lookaheadSkew); since.After(start) {
+		start = since
+	}
 	l := &x.ahead
 	l.mu.Lock()
 	cons := l.cons
-	if cons == nil || from < l.next {
+	if cons == nil || start.Before(l.start) {
 		l.latest, l.upTo = map[string]time.Time{}, time.Time{}
-		l.next = from
+		l.start = start
 		l.mu.Unlock()
 		var err error
 		cons, err = st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 			FilterSubjects: events.ScopeEventSubjects(x.scope),
-			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
+			DeliverPolicy:  jetstream.DeliverByStartTimePolicy, OptStartTime: &start,
 			InactiveThreshold: 10 * time.Second, // the server deletes it once unread
 		})
 		if err != nil {

@@ -276,10 +276,15 @@ func isMarker(h nats.Header) bool {
 	return h.Get(jetstream.MarkerReasonHeader) != ""
 }
 
-// heldBy refuses an event of signer with seq for a PE id removed less
-// than life ago: the id is still its owner's, and its owner's events must
-// go on above the last seq applied.
-func heldBy(t *events.Tombstone, signer string, seq uint64, now time.Time, life time.Duration) error {
+// heldBy refuses an event of signer with seq, stored at stored, for a PE
+// id removed less than life ago: the id is still its owner's, and its
+// owner's events must go on above the last seq applied. And an expiry
+// stands against the events stored before it: expiry counted every event
+// of the PE stored up to the point it had read (a waiting one as a renewal
+// at its store time, lookahead.go), and the PE was overdue all the same;
+// applied later (a backlog drains after the removal), such an event would
+// bring back a PE that died — for one more lifetime.
+func heldBy(t *events.Tombstone, signer string, seq uint64, stored, now time.Time, life time.Duration) error {
 	switch {
 	case t == nil, now.Sub(t.RemovedAt) >= life:
 		return nil
@@ -288,6 +293,9 @@ func heldBy(t *events.Tombstone, signer string, seq uint64, now time.Time, life 
 			t.PEID, t.Pool, t.Reason, t.RemovedAt.Format(time.RFC3339))
 	case seq <= t.LastSeq:
 		return reject(events.CodeStale, "seq %d is not above the last applied seq %d of pe_id %s (removed: %s)", seq, t.LastSeq, t.PEID, t.Reason)
+	case t.Reason == events.ReasonExpired && stored.Before(t.RemovedAt):
+		return reject(events.CodeStale, "stored at %s, before pe_id %s expired (%s): a registration stored since brings it back",
+			stored.Format(time.RFC3339Nano), t.PEID, t.RemovedAt.Format(time.RFC3339Nano))
 	}
 	return nil
 }
@@ -335,7 +343,7 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 			Signer: signer, RegisteredAt: now, UpdatedAt: now, LastSeq: reg.Seq, Home: g.home, Conn: reg.Conn,
 		}
 		if old == nil {
-			if err := heldBy(tomb, signer, reg.Seq, now, g.tombLife); err != nil {
+			if err := heldBy(tomb, signer, reg.Seq, mark.stored, now, g.tombLife); err != nil {
 				return nil, err
 			}
 			// A create over the key's last revision (0, or its purge
