@@ -130,6 +130,18 @@ func FuzzResolveRequest(f *testing.F) {
 	})
 }
 
+func FuzzReadRequest(f *testing.F) {
+	fuzzBodies(f, `{"after": "echo-1", "limit": 500, "removed_after": 1230}`, `{"limit":501}`, `{"after":"a.b"}`, `{"removed_after":-1}`)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		roundTrip(t, body, (*events.ReadRequest).Validate)
+	})
+}
+
+func FuzzReadAnswer(f *testing.F) {
+	fuzzBodies(f, `{"scope": "default", "pool": "echo", "revision": 1240, "records": [{"revision": 1234, "added": 1001, "record": {"pe_id": "echo-2", "pool": "echo"}}], "removed": [{"pe_id": "echo-9", "revision": 1239, "reason": "failed"}], "next": "echo-2"}`)
+	f.Fuzz(func(t *testing.T, body []byte) { roundTrip[events.ReadAnswer](t, body, nil) })
+}
+
 func FuzzRecord(f *testing.F) {
 	fuzzBodies(f, exRecord)
 	f.Fuzz(func(t *testing.T, body []byte) { roundTrip[events.Record](t, body, nil) })

@@ -203,3 +203,19 @@ func VerifyAnswer(answer *nats.Msg, subject, nonce string) (string, error) {
 
 // MsgID is the Nats-Msg-Id of a register/deregister event.
 func MsgID(peID string, seq uint64) string { return fmt.Sprintf("%s-%d", peID, seq) }
+
+// RemovalReason is the reason a purge or delete marker of a scope's bucket
+// gives, from its headers: Rsp-Reason; a marker the NATS server wrote when
+// a record's TTL ran out (header Nats-Marker-Reason, records of older
+// versions) is an expiry; a marker without either (written by a name
+// server that did not name reasons yet) counts as a deregistration.
+func RemovalReason(h nats.Header) string {
+	switch r := h.Get(HeaderReason); r {
+	case ReasonDeregistered, ReasonExpired, ReasonFailed, ReasonDisconnected:
+		return r
+	}
+	if h.Get("Nats-Marker-Reason") != "" {
+		return ReasonExpired
+	}
+	return ReasonDeregistered
+}

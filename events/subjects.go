@@ -14,6 +14,8 @@ const (
 	KindOutcome    Kind = "outcome"
 	KindResolve    Kind = "resolve"
 	KindChanges    Kind = "changes"
+	// KindRead asks a name server for a pool's records (rsp extension).
+	KindRead Kind = "read"
 )
 
 // Fixed names of the protocol.
@@ -26,6 +28,16 @@ const (
 func Subject(scope string, kind Kind, pool string) string {
 	return "rsp." + scope + "." + string(kind) + "." + pool
 }
+
+// PoolsSubject is where a name server lists the pools of scope (rsp
+// extension): rsp.<scope>.pools.
+func PoolsSubject(scope string) string { return "rsp." + scope + ".pools" }
+
+// InboxPrefix is the inbox prefix of the user with public nkey userPub
+// (U...): its replies and PubAcks come to InboxPrefix(userPub)+".>", and a
+// pe or pu user may subscribe there only, so nobody reads another's
+// answers (rsp extension; see docs/protocol.md, Connecting).
+func InboxPrefix(userPub string) string { return "_INBOX." + userPub }
 
 // OutcomeSubject returns rsp.<scope>.outcome.<pool>.<pe_id>.
 func OutcomeSubject(scope, pool, peID string) string {

@@ -161,6 +161,76 @@ type ResolveAnswer struct {
 	Error    *Error    `json:"error,omitempty"`
 }
 
+// ReadPageMax is the most records a read answer holds (ReadRequest.Limit's
+// default and ceiling); a name server also ends a page early when its body
+// reaches ReadPageBytes, so that every page fits in a NATS message.
+const (
+	ReadPageMax   = 500
+	ReadPageBytes = 512 << 10
+)
+
+// ReadRequest is the optional body of a read of a pool's records
+// (rsp.<scope>.read.<pool>, rsp extension): one page, the records sorted
+// by PE id.
+type ReadRequest struct {
+	// After is the PE id the previous page ended with (its Next); ""
+	// starts at the first.
+	After string `json:"after,omitempty"`
+	// Limit is the most records wanted, 1 to ReadPageMax (0: ReadPageMax).
+	Limit int `json:"limit,omitempty"`
+	// RemovedAfter asks, on the first page (After ""), for the removals of
+	// the pool whose revision is above it (0: none).
+	RemovedAfter uint64 `json:"removed_after,omitempty"`
+}
+
+// ReadAnswer is a page of a pool's records, or Error.
+type ReadAnswer struct {
+	Scope string `json:"scope,omitempty"`
+	Pool  string `json:"pool,omitempty"`
+	// Revision is the answering name server's view revision when it read
+	// the page: every change up to it is reflected.
+	Revision uint64       `json:"revision,omitempty"`
+	Records  []ReadRecord `json:"records,omitempty"`
+	Removed  []Removal    `json:"removed,omitempty"`
+	// Next is the After of the next page; "" on the last page.
+	Next  string `json:"next,omitempty"`
+	Error *Error `json:"error,omitempty"`
+}
+
+// ReadRecord is a live record of a read and its bucket revision. Added is
+// the revision at which the PE joined the pool as the answering name
+// server knows it (at most Revision; the revision of its oldest record
+// the name server has seen since it started).
+type ReadRecord struct {
+	Revision uint64 `json:"revision"`
+	Added    uint64 `json:"added"`
+	Record   Record `json:"record"`
+}
+
+// Removal is a PE removed from the pool: the revision of its purge marker
+// and the reason the marker gives.
+type Removal struct {
+	PEID     string `json:"pe_id"`
+	Revision uint64 `json:"revision"`
+	Reason   string `json:"reason"`
+}
+
+// PoolsAnswer lists the pools of a scope (rsp.<scope>.pools), or Error.
+type PoolsAnswer struct {
+	Scope    string     `json:"scope,omitempty"`
+	Revision uint64     `json:"revision,omitempty"`
+	Pools    []PoolInfo `json:"pools,omitempty"`
+	Error    *Error     `json:"error,omitempty"`
+}
+
+// PoolInfo is one pool of a PoolsAnswer.
+type PoolInfo struct {
+	Pool     string `json:"pool"`
+	Policy   string `json:"policy"`
+	Size     int    `json:"size"`
+	Revision uint64 `json:"revision"`
+}
+
 // Change ops and reasons.
 const (
 	OpAdd    = "add"

@@ -24,6 +24,17 @@ const (
 	// stay exact in 64-bit integers and in float64.
 	MaxWeight   = 1<<32 - 1
 	MaxPriority = 1<<32 - 1
+	// Size limits of a registration, so that an answer of MaxMax elements
+	// always fits in a NATS message (1 MiB by default): at most
+	// MaxMetaKeys meta entries, keys of 1 to MaxMetaKey bytes, values of
+	// at most MaxMetaValue bytes, addresses and subjects of at most
+	// MaxAddr bytes, and the element (pe_id, transports, policy, meta as
+	// JSON) at most MaxElementBytes: 128 × 6 KiB = 768 KiB.
+	MaxMetaKeys     = 16
+	MaxMetaKey      = 64
+	MaxMetaValue    = 256
+	MaxAddr         = 256
+	MaxElementBytes = 6 << 10
 )
 
 // Decode unmarshals a JSON body into v; a type error names its field.
@@ -114,7 +125,31 @@ func (r *Registration) Validate(now time.Time, skew time.Duration) error {
 	if err := r.Policy.Validate(); err != nil {
 		return err
 	}
+	if err := checkMeta(r.Meta); err != nil {
+		return err
+	}
+	el := Element{PEID: r.PEID, Transports: r.Transports, Policy: r.Policy, Meta: r.Meta}
+	if n := len(Marshal(el)); n > MaxElementBytes {
+		return Errf("registration", "its element (pe_id, transports, policy, meta) is %d bytes of JSON, more than %d: an answer of %d elements must fit in a NATS message", n, MaxElementBytes, MaxMax)
+	}
 	return r.Conn.validate()
+}
+
+// checkMeta checks the meta entries of a registration against the size
+// limits.
+func checkMeta(meta map[string]string) error {
+	if len(meta) > MaxMetaKeys {
+		return Errf("meta", "has %d keys, more than %d", len(meta), MaxMetaKeys)
+	}
+	for k, v := range meta {
+		switch {
+		case k == "" || len(k) > MaxMetaKey:
+			return Errf("meta", "key %.70q is not 1 to %d bytes", k, MaxMetaKey)
+		case len(v) > MaxMetaValue:
+			return Errf("meta."+k, "is %d bytes, more than %d", len(v), MaxMetaValue)
+		}
+	}
+	return nil
 }
 
 func (c *Conn) validate() error {
@@ -132,6 +167,12 @@ func (c *Conn) validate() error {
 func (t Transport) validate() error {
 	if !protos[t.Proto] {
 		return Errf("proto", "%q is not one of tcp, udp, sctp, http, nats", t.Proto)
+	}
+	if len(t.Addr) > MaxAddr {
+		return Errf("addr", "is %d bytes, more than %d", len(t.Addr), MaxAddr)
+	}
+	if len(t.Subject) > MaxAddr {
+		return Errf("subject", "is %d bytes, more than %d", len(t.Subject), MaxAddr)
 	}
 	switch t.Proto {
 	case "nats":
@@ -217,3 +258,19 @@ func (q *ResolveRequest) Validate() error {
 }
 
 func itoa(i int) string { return string(Marshal(i)) }
+
+// Validate checks a read request and fills in the default limit.
+func (q *ReadRequest) Validate() error {
+	switch {
+	case q.Limit == 0:
+		q.Limit = ReadPageMax
+	case q.Limit < 0 || q.Limit > ReadPageMax:
+		return Errf("limit", "%d is not in 1..%d", q.Limit, ReadPageMax)
+	}
+	if q.After != "" {
+		if err := CheckPEID(q.After); err != nil {
+			return Errf("after", "%q does not match the pe_id rule", q.After)
+		}
+	}
+	return nil
+}

@@ -3,6 +3,7 @@ package events
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"slices"
@@ -89,6 +90,18 @@ func TestRegistrationValidate(t *testing.T) {
 		{"conn", func(r *Registration) { r.Conn = &Conn{Server: "NSERVER", CID: 7} }, ""},
 		{"conn without server", func(r *Registration) { r.Conn = &Conn{CID: 7} }, "conn.server"},
 		{"conn cid 0", func(r *Registration) { r.Conn = &Conn{Server: "NSERVER"} }, "conn.cid"},
+		{"16 meta keys", func(r *Registration) { r.Meta = metaOf(MaxMetaKeys, 2, 1) }, ""},
+		{"17 meta keys", func(r *Registration) { r.Meta = metaOf(MaxMetaKeys+1, 2, 1) }, "meta"},
+		{"meta key at the bound", func(r *Registration) { r.Meta = metaOf(1, MaxMetaKey, MaxMetaValue) }, ""},
+		{"meta key too long", func(r *Registration) { r.Meta = metaOf(1, MaxMetaKey+1, 1) }, "meta"},
+		{"meta key empty", func(r *Registration) { r.Meta = map[string]string{"": "x"} }, "meta"},
+		{"meta value too long", func(r *Registration) { r.Meta = map[string]string{"k": strings.Repeat("v", MaxMetaValue+1)} }, "meta.k"},
+		{"addr too long", func(r *Registration) { r.Transports[2].Addr = "http://h/" + strings.Repeat("p", MaxAddr) }, "transports[2].addr"},
+		{"subject too long", func(r *Registration) { r.Transports[1].Subject = strings.Repeat("s", MaxAddr+1) }, "transports[1].subject"},
+		{"element too big", func(r *Registration) {
+			r.Transports = slices.Repeat([]Transport{{Proto: "http", Addr: "http://h/" + strings.Repeat("p", MaxAddr-9)}}, MaxTransports)
+			r.Meta = metaOf(MaxMetaKeys, MaxMetaKey, MaxMetaValue)
+		}, "registration"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -330,4 +343,14 @@ func TestErrorAndElement(t *testing.T) {
 	if !strings.Contains(string(Marshal(rec)), `"home_nameserver":"ns-1"`) {
 		t.Errorf("record JSON lacks home_nameserver: %s", Marshal(rec))
 	}
+}
+
+// metaOf makes n meta entries with keys of klen and values of vlen bytes.
+func metaOf(n, klen, vlen int) map[string]string {
+	m := map[string]string{}
+	for i := range n {
+		k := fmt.Sprintf("%02d", i) + strings.Repeat("k", max(klen-2, 0))
+		m[k[:klen]] = strings.Repeat("v", vlen)
+	}
+	return m
 }

@@ -52,7 +52,7 @@ func signer(t *testing.T) string {
 }
 
 func TestNames(t *testing.T) {
-	want := []string{"change", "deregistration", "failure_report", "monitor_change", "monitor_snapshot", "monitor_stats", "nameserver_beat", "outcome", "record", "registration", "reports", "resolve_answer", "resolve_request", "tombstone"}
+	want := []string{"change", "deregistration", "failure_report", "monitor_change", "monitor_snapshot", "monitor_stats", "nameserver_beat", "outcome", "pools_answer", "read_answer", "read_request", "record", "registration", "reports", "resolve_answer", "resolve_request", "tombstone"}
 	got := Names()
 	if !slices.Equal(got, want) {
 		t.Fatalf("Names() = %v, want %v", got, want)
@@ -124,6 +124,14 @@ func TestEventsMessages(t *testing.T) {
 		{"resolve_answer", events.ResolveAnswer{Scope: "default", Pool: "echo", Policy: "round_robin", Revision: 1234, Elements: []events.Element{el, {PEID: "echo-2", Transports: []events.Transport{{Proto: "nats", Subject: "x"}}, Policy: events.PolicyParams{Name: "round_robin"}}}}},
 		{"resolve_answer", events.ResolveAnswer{Scope: "default", Pool: "echo", Policy: "round_robin"}},
 		{"resolve_answer", events.ResolveAnswer{Error: &events.Error{Code: events.CodeNotFound, Message: "no pool echo in scope default"}}},
+		{"read_request", events.ReadRequest{}},
+		{"read_request", events.ReadRequest{After: "echo-1", Limit: 500, RemovedAfter: 1200}},
+		{"read_answer", events.ReadAnswer{Scope: "default", Pool: "echo", Revision: 1240, Records: []events.ReadRecord{{Revision: 1234, Added: 1001, Record: rec}},
+			Removed: []events.Removal{{PEID: "echo-9", Revision: 1239, Reason: events.ReasonFailed}}, Next: "echo-1"}},
+		{"read_answer", events.ReadAnswer{Scope: "default", Pool: "empty"}},
+		{"read_answer", events.ReadAnswer{Error: &events.Error{Code: events.CodeBadRequest, Message: "limit: 501 is not in 1..500"}}},
+		{"pools_answer", events.PoolsAnswer{Scope: "default", Revision: 1240, Pools: []events.PoolInfo{{Pool: "echo", Policy: "round_robin", Size: 3, Revision: 1240}}}},
+		{"pools_answer", events.PoolsAnswer{Scope: "default"}},
 		{"change", events.Change{Scope: "default", Pool: "echo", Revision: 1235, Op: events.OpAdd, PEID: "echo-1", Reason: events.ReasonRegistered, Element: &el}},
 		{"change", events.Change{Scope: "default", Pool: "echo", Revision: 1236, Op: events.OpUpdate, PEID: "echo-1", Reason: events.ReasonUpdated, Element: &el}},
 		{"change", events.Change{Scope: "default", Pool: "echo", Revision: 1237, Op: events.OpRemove, PEID: "echo-1", Reason: events.ReasonDeregistered, Element: &el}},

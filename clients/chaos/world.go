@@ -131,7 +131,7 @@ func start(ctx context.Context, cfg *Config, rep *Report) (*world, error) {
 	w.progress("starting a %d-node cluster (JetStream, operator mode) in %s", nodes, w.dir)
 	w.cluster, err = embedded.StartCluster(ctx, embedded.ClusterConfig{
 		Nodes: nodes, Dir: filepath.Join(w.dir, "nodes"), Configure: w.store.Configure,
-		Logger: cfg.Logger, ProbeOptions: []nats.Option{nats.UserCredentials(w.store.CredsPath(scope, auth.RoleAdmin))},
+		Logger: cfg.Logger, ProbeOptions: []nats.Option{natsconn.Creds(w.store.CredsPath(scope, auth.RoleAdmin))},
 	})
 	if err != nil {
 		return w, err

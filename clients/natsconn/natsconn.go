@@ -17,7 +17,10 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
+
+	"github.com/rserpool/rsp/events"
 )
 
 // Config says where and how to connect.
@@ -77,7 +80,7 @@ func Dial(ctx context.Context, cfg Config) (*nats.Conn, error) {
 		if _, err := os.Stat(cfg.Creds); err != nil {
 			return nil, fmt.Errorf("creds: %w", err)
 		}
-		opts = append(opts, nats.UserCredentials(cfg.Creds))
+		opts = append(opts, Creds(cfg.Creds))
 	}
 	if cfg.TLS != nil {
 		opts = append(opts, nats.Secure(cfg.TLS))
@@ -184,4 +187,28 @@ func loadCA(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("tls: CA: no PEM certificate in %s", path)
 	}
 	return pool, nil
+}
+
+// Creds authenticates with a .creds file and takes replies on the user's
+// own inbox prefix, events.InboxPrefix(user public key): the only inboxes
+// a pe or pu user may subscribe to (docs/protocol.md, Connecting).
+func Creds(path string) nats.Option {
+	return func(o *nats.Options) error {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("creds: %w", err)
+		}
+		token, err := jwt.ParseDecoratedJWT(data)
+		if err != nil {
+			return fmt.Errorf("creds: %s: %w", path, err)
+		}
+		uc, err := jwt.DecodeUserClaims(token)
+		if err != nil {
+			return fmt.Errorf("creds: %s: %w", path, err)
+		}
+		if err := nats.UserCredentials(path)(o); err != nil {
+			return err
+		}
+		return nats.CustomInboxPrefix(events.InboxPrefix(uc.Subject))(o)
+	}
 }

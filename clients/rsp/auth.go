@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/spf13/cobra"
 
+	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/nameserver/auth"
 	"github.com/rserpool/rsp/services/nameserver/server"
@@ -32,9 +33,13 @@ scope gets a .creds file (user JWT + nkey seed) with the permissions of its
 role:
 
   nameserver, admin  everything in the scope's account
-  pe                 register and deregister in its pools, read the outcomes
-  pu                 resolve its pools, report failures, follow changes, and
-                     read (never write) the name space bucket rsp_<scope>
+  pu                 resolve, read and follow its pools (through the name
+                     servers), report failures, call PEs' nats transports
+  pe                 what a pu of its pools may, and register and deregister
+                     in them, read the outcomes, serve its nats transports
+
+pe and pu users have no JetStream API and receive replies on their own inbox
+prefix _INBOX.<user key> only. 'rsp auth roles' prints the exact subjects.
 
 'rsp auth init' creates the store and one .creds file per role and scope;
 'rsp auth user' issues more users; 'rsp auth revoke' takes a user's rights
@@ -51,8 +56,53 @@ can make any user.`,
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newAuthInitCmd(g), newAuthUserCmd(g), newAuthRevokeCmd(g))
+	cmd.AddCommand(newAuthInitCmd(g), newAuthUserCmd(g), newAuthRevokeCmd(g), newAuthRolesCmd(), newAuthInboxCmd())
 	return cmd
+}
+
+func newAuthInboxCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "inbox CREDS_FILE",
+		Short: "Print the inbox prefix a user's connections must use",
+		Long: `Print _INBOX.<user key>, the only inbox prefix a pe or pu user may receive
+replies on, for the user of CREDS_FILE. Other NATS clients take it as an
+option, e.g. nats --creds pu.creds --inbox-prefix "$(rsp auth inbox pu.creds)".`,
+		Example: `  nats --creds .rsp/auth/creds/default/pu.creds --inbox-prefix "$(rsp auth inbox .rsp/auth/creds/default/pu.creds)" req rsp.default.resolve.echo ''`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("inbox takes CREDS_FILE, got %d argument(s); see 'rsp auth inbox --help'", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, kp, err := rspclient.LoadCreds(args[0])
+			if err != nil {
+				return err
+			}
+			pub, err := kp.PublicKey()
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), events.InboxPrefix(pub))
+			return err
+		},
+	}
+}
+
+func newAuthRolesCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "roles",
+		Short: "Print each role's exact permissions (a Markdown table)",
+		Long: `Print the publish and subscribe permissions each role's user JWT carries, as
+'rsp auth init' and 'rsp auth user' issue them, for a user given one pool
+(<pool>) and, for pu, every pool (*). <user> is the user's public key:
+its inbox prefix is _INBOX.<user>. Everything not listed is denied.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprint(cmd.OutOrStdout(), auth.PermissionsTable())
+			return err
+		},
+	}
 }
 
 func newAuthInitCmd(g *globals) *cobra.Command {

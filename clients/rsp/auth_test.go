@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/services/nameserver/auth"
 	"github.com/rserpool/rsp/services/nameserver/embedded"
 	"github.com/rserpool/rsp/services/nameserver/server"
@@ -115,7 +116,7 @@ func TestAuthRevokePushesToServer(t *testing.T) {
 	if r.code != 0 || key == "" {
 		t.Fatalf("auth user: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
 	}
-	nc, err := nats.Connect(s.ClientURL(), nats.UserCredentials(out), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
+	nc, err := nats.Connect(s.ClientURL(), natsconn.Creds(out), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
 		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 	if err != nil {
 		t.Fatalf("connect with the new user: %v", err)
@@ -133,14 +134,14 @@ func TestAuthRevokePushesToServer(t *testing.T) {
 	if nc.IsConnected() {
 		t.Fatal("revoked user still connected")
 	}
-	if c, err := nats.Connect(s.ClientURL(), nats.UserCredentials(out)); err == nil {
+	if c, err := nats.Connect(s.ClientURL(), natsconn.Creds(out)); err == nil {
 		c.Close()
 		t.Fatal("revoked user connected anew")
 	}
 
 	// With a bucket rsp_auth (made by a name server), revoke writes the
 	// new account JWT there too.
-	admin, err := nats.Connect(s.ClientURL(), nats.UserCredentials(st.CredsPath("default", auth.RoleAdmin)))
+	admin, err := nats.Connect(s.ClientURL(), natsconn.Creds(st.CredsPath("default", auth.RoleAdmin)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -105,7 +105,7 @@ func TestCacheBookkeeping(t *testing.T) {
 	}
 	// A resync keeps b dropped: b's renewal (the same element at a later
 	// revision) is no news about it.
-	pc.apply(m.sync(poolRead{live: []snapEntry{{elemRec("a", rr), 1}, {elemRec("b", rr), 7}, {elemRec("c", rr), 3}}}, 0, time.Time{}))
+	pc.apply(m.sync(poolRead{live: []snapEntry{{elemRec("a", rr), 1, 1}, {elemRec("b", rr), 7, 7}, {elemRec("c", rr), 3, 3}}}, 0))
 	if got := ids(pc.Members()); !slices.Equal(got, []string{"a", "c"}) {
 		t.Fatalf("after a resync: %v", got)
 	}

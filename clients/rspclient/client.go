@@ -39,6 +39,7 @@ type Client struct {
 	trust   events.AnswerTrust // zero: answers need only a valid signature
 	timeout time.Duration
 	log     *slog.Logger
+	denials *denials
 
 	seqMu   sync.Mutex
 	lastSeq uint64
@@ -145,13 +146,18 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rspclient: key: %w", err)
 	}
+	if err := checkInbox(nc, o.jwt, pub); err != nil {
+		return nil, fmt.Errorf("rspclient: %w", err)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("rspclient: jetstream: %w", err)
 	}
+	d := &denials{}
+	d.hook(nc)
 	return &Client{
 		nc: nc, js: js, scope: o.scope, kp: o.kp, signer: signer, pub: pub, jwt: o.jwt, trust: trust, timeout: o.timeout,
-		log: o.log.With("scope", o.scope),
+		log: o.log.With("scope", o.scope), denials: d,
 	}, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
@@ -60,8 +61,9 @@ func checkUserJWT(token string, kp nkeys.KeyPair) error {
 // rsp-role:nameserver) comes from the same account signing key as the
 // client's own (see events.VerifyAnswerChain), or from WithNameServerKeys.
 //
-// The connection is the caller's: connect with the same file, e.g.
-// nats.Connect(url, nats.UserCredentials(path)).
+// The connection is the caller's: connect with the same file and the
+// user's own inbox prefix, e.g. nats.Connect(url, natsconn.Creds(path));
+// New refuses a pe or pu connection on another prefix.
 func WithCreds(path string) Option {
 	return func(o *options) error {
 		token, kp, err := LoadCreds(path)
@@ -134,4 +136,26 @@ func answerTrust(token string, keys []string) (events.AnswerTrust, error) {
 	}
 	t.Keys = slices.Clone(keys)
 	return t, nil
+}
+
+// checkInbox checks that a pe or pu user's connection takes its replies on
+// its own inbox prefix (events.InboxPrefix), the only one its credentials
+// may subscribe to: otherwise every request would time out. Only a
+// connection that authenticates with a user JWT is checked.
+func checkInbox(nc *nats.Conn, token, pub string) error {
+	if token == "" || nc.Opts.UserJWT == nil {
+		return nil
+	}
+	uc, err := jwt.DecodeUserClaims(token)
+	if err != nil {
+		return events.Errf("jwt", "%v", err)
+	}
+	if !uc.Tags.Contains(events.TagRolePrefix+events.RolePE) && !uc.Tags.Contains(events.TagRolePrefix+events.RolePU) {
+		return nil
+	}
+	want := events.InboxPrefix(pub) + "."
+	if got := nc.NewInbox(); !strings.HasPrefix(got, want) {
+		return events.Errf("inbox", "the connection's inbox %s is not under %s*: a pe or pu user receives replies there only; connect with natsconn.Creds(path) or nats.CustomInboxPrefix(events.InboxPrefix(userPub))", got, want)
+	}
+	return nil
 }

@@ -67,10 +67,11 @@
 // takes tens of milliseconds once the name space answers, and a failed one
 // is tried again about every second until it succeeds. It delivers the
 // difference: removals with the reason the bucket's purge marker names
-// (header Rsp-Reason, kept RemovalsKept), adds and updates. A watch
-// reports why it ended (Watcher.Err) and resumes from a revision
-// (WithRevision, ErrCompacted when the bucket may no longer hold the
-// removals after it). While a resync fails, a cache serves the members it
+// (header Rsp-Reason), adds and updates. Every read goes through the name
+// servers (rsp.<scope>.read.<pool>, signed answers): a client touches no
+// JetStream API but the publish of its events. A watch reports why it
+// ended (Watcher.Err) and resumes from a revision (WithRevision,
+// ErrCompacted when the name space never reached it). While a resync fails, a cache serves the members it
 // has (PoolCache.SyncState tells since when): the name servers hold every
 // lifetime while renewals cannot be stored, so those are the members the
 // name space holds too.
@@ -184,9 +185,11 @@
 // own JWT (tag rsp-role:nameserver) comes from the same account signing key
 // as its own, or from a key given with WithNameServerKeys
 // (events.VerifyAnswerChain). The library does not connect: the caller
-// connects with the same file and passes the connection,
+// connects with the same file and the user's own inbox prefix
+// (events.InboxPrefix: a pe or pu user may receive replies there only)
+// and passes the connection,
 //
-//	nc, err := nats.Connect(url, nats.UserCredentials(path))
+//	nc, err := nats.Connect(url, natsconn.Creds(path))
 //	c, err := rspclient.New(nc, rspclient.WithCreds(path))
 //
 // Without creds (insecure mode, a server without authorization) events

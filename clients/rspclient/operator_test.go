@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/nameserver/auth"
 	"github.com/rserpool/rsp/services/nameserver/embedded"
@@ -36,7 +37,7 @@ func TestOperatorMode(t *testing.T) {
 	conn := func(role auth.Role) (*nats.Conn, string) {
 		t.Helper()
 		path := store.CredsPath("default", role)
-		nc, err := nats.Connect(s.ClientURL(), nats.UserCredentials(path))
+		nc, err := nats.Connect(s.ClientURL(), natsconn.Creds(path))
 		if err != nil {
 			t.Fatalf("connect as %s: %v", role, err)
 		}

@@ -39,13 +39,27 @@ func (c *Client) Resolve(ctx context.Context, pool string, req events.ResolveReq
 	if err := check.Validate(); err != nil { // Validate fills in max: check a copy
 		return nil, fmt.Errorf("resolve: %w", err)
 	}
-	subject := events.Subject(c.scope, events.KindResolve, pool)
 	var body []byte
 	if req.Max != 0 || len(req.Exclude) > 0 || req.Affinity != "" || len(req.Hint) > 0 {
 		body = events.Marshal(req)
 	}
 	ctx, cancel := c.wait(ctx)
 	defer cancel()
+	var ans events.ResolveAnswer
+	if err := c.ask(ctx, events.Subject(c.scope, events.KindResolve, pool), body, &ans); err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", pool, err)
+	}
+	if ans.Error != nil {
+		return nil, ans.Error
+	}
+	return &ans, nil
+}
+
+// ask sends a request to the name servers and decodes their answer into
+// out, once its signature over subject and a fresh nonce is verified. A
+// request that gets no answer within resolveAttempt, or finds no name
+// server, is sent again (see resolveAttempts), within ctx.
+func (c *Client) ask(ctx context.Context, subject string, body []byte, out any) error {
 	var m *nats.Msg
 	var nonce string
 	var err error
@@ -55,13 +69,13 @@ func (c *Client) Resolve(ctx context.Context, pool string, req events.ResolveReq
 		msg.Header.Set(events.HeaderNonce, nonce)
 		msg.Data = body
 		actx, acancel := context.WithTimeout(ctx, resolveAttempt)
-		m, err = c.nc.RequestMsgWithContext(actx, msg)
+		m, err = c.request(actx, msg)
 		acancel()
 		lost := errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil
 		if (!lost && !errors.Is(err, nats.ErrNoResponders)) || attempt == resolveAttempts {
 			break
 		}
-		c.log.Debug("resolve: sending again", "pool", pool, "attempt", attempt, "err", err)
+		c.log.Debug("asking again", "subject", subject, "attempt", attempt, "err", err)
 		pause := resolvePause/2 + rand.N(resolvePause)
 		select {
 		case <-time.After(pause):
@@ -72,27 +86,22 @@ func (c *Client) Resolve(ctx context.Context, pool string, req events.ResolveReq
 		}
 	}
 	if errors.Is(err, nats.ErrNoResponders) {
-		return nil, fmt.Errorf("resolve %s: no name server answers on %s: %w", pool, subject, err)
+		return fmt.Errorf("no name server answers on %s: %w", subject, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", pool, err)
+		return err
 	}
-	ans, err := c.checkAnswer(m, subject, nonce)
-	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", pool, err)
-	}
-	return ans, nil
+	return c.checkAnswer(m, subject, nonce, out)
 }
 
 // checkAnswer verifies an answer's signature over subject and nonce and
-// decodes it; an error answer is returned as its *events.Error. A client
-// with creds or name server keys also checks who signed it
-// (events.VerifyAnswerChain); one without (insecure mode) only that the
-// signature is valid, which proves the answer fresh and intact, not who
-// made it.
-func (c *Client) checkAnswer(m *nats.Msg, subject, nonce string) (*events.ResolveAnswer, error) {
+// decodes it into out. A client with creds or name server keys also checks
+// who signed it (events.VerifyAnswerChain); one without (insecure mode)
+// only that the signature is valid, which proves the answer fresh and
+// intact, not who made it.
+func (c *Client) checkAnswer(m *nats.Msg, subject, nonce string, out any) error {
 	if got := m.Header.Get(events.HeaderNonce); got != "" && got != nonce {
-		return nil, fmt.Errorf("answer carries nonce %q, not the request's", got)
+		return fmt.Errorf("answer carries nonce %q, not the request's", got)
 	}
 	var err error
 	if c.trust.IsZero() {
@@ -101,16 +110,12 @@ func (c *Client) checkAnswer(m *nats.Msg, subject, nonce string) (*events.Resolv
 		_, err = events.VerifyAnswerChain(m, subject, nonce, c.trust)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("refusing unverified answer: %w", err)
+		return fmt.Errorf("refusing unverified answer: %w", err)
 	}
-	var ans events.ResolveAnswer
-	if err := events.Decode(m.Data, &ans); err != nil {
-		return nil, fmt.Errorf("bad answer: %w", err)
+	if err := events.Decode(m.Data, out); err != nil {
+		return fmt.Errorf("bad answer: %w", err)
 	}
-	if ans.Error != nil {
-		return nil, ans.Error
-	}
-	return &ans, nil
+	return nil
 }
 
 // ReportFailure reports that PE peID of pool failed, signed by this

@@ -279,43 +279,6 @@ func TestWatchResume(t *testing.T) {
 	}
 }
 
-// TestWatchResumeTooOld: a revision whose removals the bucket may no
-// longer hold is refused with ErrCompacted.
-func TestWatchResumeTooOld(t *testing.T) {
-	s := startNATS(t)
-	startNameServer(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	pe := newClient(t, connect(t, s))
-	registerAll(ctx, t, pe, "old", "a")
-	pu := newClient(t, connect(t, s))
-	w, err := pu.Watcher(ctx, "old")
-	if err != nil {
-		t.Fatal(err)
-	}
-	nextWatched(t, w, 5*time.Second)
-	rev := w.Revision()
-	// Changes after rev: a's record (at or before rev) is superseded.
-	if err := newClient(t, connect(t, s)).ReportFailure(ctx, "old", "a", "x"); err != nil {
-		t.Fatal(err)
-	}
-	registerAll(ctx, t, pe, "old", "b", "a")
-	// A recent revision resumes.
-	if _, err := pu.Watcher(ctx, "old", WithRevision(rev)); err != nil {
-		t.Fatalf("resuming from a recent revision: %v", err)
-	}
-	// Shrink what the bucket keeps to 300 ms for the test: once that has
-	// passed, rev is too old (a removal after it could be gone).
-	defer func(d time.Duration) { removalsHeld = d }(removalsHeld)
-	removalsHeld = 300 * time.Millisecond
-	time.Sleep(2 * removalsHeld)
-	_, err = pu.Watcher(ctx, "old", WithRevision(rev))
-	if !errors.Is(err, ErrCompacted) {
-		t.Fatalf("resuming from an old revision: %v, want ErrCompacted", err)
-	}
-	t.Log(err)
-}
-
 // TestWatcherEnds: Err tells why a watch ended.
 func TestWatcherEnds(t *testing.T) {
 	s := startNATS(t)

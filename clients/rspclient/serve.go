@@ -218,6 +218,13 @@ func (s *Server) dispatch(m *nats.Msg) {
 		s.log.Debug("ignoring a message without reply subject")
 		return
 	}
+	if !strings.HasPrefix(m.Reply, "_INBOX.") {
+		// A PE replies only to inboxes: a requester that names another
+		// subject (a name server's $JS.ACK... delivery, say) would make
+		// the PE's reply permission publish there for it.
+		s.log.Warn("ignoring a request whose reply subject is not an inbox", "reply", m.Reply)
+		return
+	}
 	if m.Header.Get(events.HeaderCheck) != "" {
 		// A name server checks a reported PE: answer at once, without
 		// the handler, and do not count it as a session's request.

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rserpool/rsp/events"
 )
@@ -43,21 +42,17 @@ type watchOptions struct {
 
 // WithRevision resumes a watch after revision rev (a Watcher.Revision of
 // an earlier watch, or the Revision of a change): instead of the members,
-// the watch starts with what changed in the pool after rev, as the bucket
-// holds it now — for each PE whose record changed, its latest state (an
-// "add" for a PE registered since rev, else an "update", renewals
-// included: the bucket keeps one revision per PE), and for each PE removed,
-// one "remove" with the reason its purge marker gives — then goes on as
-// any watch. A change may come twice (once before the resume, once
-// after); none is missed. The bucket keeps removals for RemovalsKept, and
-// not the time of a revision whose message is gone, so a revision resumes
-// only when it is known to be recent: a watch or cache of the same
-// connection read the bucket at or below it less than RemovalsKept ago
-// (less a margin for clock skew), or the bucket still holds its message.
-// Others, and revisions the bucket never reached (it was made anew), are
-// refused with ErrCompacted: the caller then starts a watch without
-// WithRevision and takes its snapshot as the members. rev 0 means no
-// resumption.
+// the watch starts with what changed in the pool after rev, as the name
+// servers read it now — for each PE whose record changed, its latest
+// state (an "add" for a PE that joined the pool after rev as the answering
+// name server knows it, else an "update", renewals included: the bucket
+// keeps one revision per PE), and for each PE removed, one "remove" with
+// the reason its purge marker gives (the bucket keeps a marker until its
+// PE id registers again) — then goes on as any watch. A change may come
+// twice (once before the resume, once after); none is missed. A revision
+// the name space never reached (it was made anew) is refused with
+// ErrCompacted: the caller then starts a watch without WithRevision and
+// takes its snapshot as the members. rev 0 means no resumption.
 func WithRevision(rev uint64) WatchOption {
 	return func(o *watchOptions) error {
 		o.rev = rev
@@ -75,8 +70,8 @@ func WithRevision(rev uint64) WatchOption {
 // DefaultResync; a failed resync is tried again with backoff (about every
 // second) until it succeeds. A resync delivers the difference from what
 // the watch delivered before: a "remove" for each PE gone, with the
-// reason the bucket's purge marker gives (or "expired" when the bucket no
-// longer holds it: the watch was cut off for over RemovalsKept), an "add"
+// reason the bucket's purge marker gives (or "expired" when the name
+// servers no longer tell it: more removals than a read answer holds), an "add"
 // or "update" for each PE new or changed. Renewals are not changes and
 // are never delivered.
 type Watcher struct {
@@ -205,31 +200,24 @@ func (c *Client) follow(ctx context.Context, pool string, rev uint64) (*poolWatc
 	// 2. Once the subscription is in place, read the pool.
 	sctx, cancel := c.wait(ctx)
 	defer cancel()
-	var since time.Time
-	if rev > 0 {
-		if err := c.nc.FlushWithContext(sctx); err != nil {
-			w.stop()
-			return nil, nil, err
-		}
-		if since, err = c.resumable(sctx, rev); err != nil {
-			w.stop()
-			return nil, nil, err
-		}
+	r, err := w.read(sctx, rev)
+	if err == nil && rev > 0 && r.upTo < rev {
+		err = fmt.Errorf("revision %d: the name servers' view has reached %d only: %w", rev, r.upTo, ErrCompacted)
 	}
-	r, err := w.read(sctx)
 	if err != nil {
 		w.stop()
 		return nil, nil, err
 	}
-	return w, w.m.sync(r, rev, since), nil
+	return w, w.m.sync(r, rev), nil
 }
 
-// read reads the pool, once the subscription is known to the server.
-func (w *poolWatch) read(ctx context.Context) (poolRead, error) {
+// read reads the pool, with the removals after revision removedAfter,
+// once the subscription is known to the server.
+func (w *poolWatch) read(ctx context.Context, removedAfter uint64) (poolRead, error) {
 	if err := w.c.nc.FlushWithContext(ctx); err != nil {
 		return poolRead{}, err
 	}
-	r, err := w.c.readPool(ctx, w.pool)
+	r, err := w.c.readPool(ctx, w.pool, removedAfter)
 	if err == nil {
 		w.syncedAt.Store(time.Now().UnixNano())
 		w.failing.Store(nil)
@@ -292,7 +280,7 @@ func (w *poolWatch) run(ctx context.Context, period time.Duration, first []event
 		}
 		if pending && retry == nil {
 			actx, cancel := context.WithTimeout(ctx, attemptTimeout(failures, w.c.timeout))
-			r, err := w.read(actx)
+			r, err := w.read(actx, w.m.barrier)
 			cancel()
 			switch {
 			case ctx.Err() != nil:
@@ -306,7 +294,7 @@ func (w *poolWatch) run(ctx context.Context, period time.Duration, first []event
 				retryTimer = time.NewTimer(retryDelay(failures))
 				retry = retryTimer.C
 			default:
-				diff := w.m.sync(r, 0, time.Time{})
+				diff := w.m.sync(r, 0)
 				if failures > 0 || len(diff) > 0 {
 					w.log.Info("resynced", "why", why, "changes", len(diff), "attempts", failures+1,
 						"took", time.Since(since).Round(time.Millisecond))
@@ -341,29 +329,6 @@ func (w *poolWatch) run(ctx context.Context, period time.Duration, first []event
 	}
 }
 
-// Pools lists every PE record in the scope's name space, sorted by pool and
-// PE id.
-func (c *Client) Pools(ctx context.Context) ([]events.Record, error) {
-	ctx, cancel := c.wait(ctx)
-	defer cancel()
-	kv, err := c.js.KeyValue(ctx, events.Bucket(c.scope))
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("pools: name space %s: %w", events.Bucket(c.scope), err)
-	}
-	entries, err := c.readAll(ctx, kv, jetstream.AllKeys)
-	if err != nil {
-		return nil, fmt.Errorf("pools: %w", err)
-	}
-	recs := make([]events.Record, len(entries))
-	for i, e := range entries {
-		recs[i] = e.rec
-	}
-	return recs, nil
-}
-
 // merger joins reads of a pool with the change stream that was subscribed
 // before the first read: it drops the changes a read already reflects, and
 // stale ones, keeps the member set up to date, and turns a read into the
@@ -388,7 +353,7 @@ func newMerger(scope string, barrier uint64) *merger {
 // snapshot records the members of a first read and returns them as "add"
 // changes.
 func (m *merger) snapshot(snap []snapEntry) []events.Change {
-	return m.sync(poolRead{live: snap}, 0, time.Time{})
+	return m.sync(poolRead{live: snap}, 0)
 }
 
 // sync takes a read of the pool and returns what it brings, in PE id order
@@ -398,9 +363,9 @@ func (m *merger) snapshot(snap []snapEntry) []events.Change {
 // bucket holds no marker (or a later one) of it any more. With since > 0
 // (a resumption after revision since, which the reader's state reflects),
 // PEs unknown to the merger whose revision is not above since are members
-// the reader has, and removals above since are delivered; sinceAt (the
-// time of revision since, when known) tells adds from updates.
-func (m *merger) sync(r poolRead, since uint64, sinceAt time.Time) []events.Change {
+// the reader has, and removals above since are delivered; a PE's added
+// revision tells adds from updates.
+func (m *merger) sync(r poolRead, since uint64) []events.Change {
 	var out []events.Change
 	upTo := r.upTo
 	live := make(map[string]struct{}, len(r.live))
@@ -418,7 +383,7 @@ func (m *merger) sync(r poolRead, since uint64, sinceAt time.Time) []events.Chan
 			continue
 		}
 		op, reason := events.OpAdd, events.ReasonRegistered
-		if st.member || (!seen && since > 0 && !e.rec.RegisteredAt.After(sinceAt)) {
+		if st.member || (!seen && since > 0 && e.added <= since) {
 			op, reason = events.OpUpdate, events.ReasonUpdated
 		}
 		m.known[id] = peState{rev: e.rev, member: true, el: &el}
@@ -440,7 +405,7 @@ func (m *merger) sync(r poolRead, since uint64, sinceAt time.Time) []events.Chan
 		}
 	}
 	// Members the bucket holds nothing of any more, though it held them
-	// when this read began: removed over RemovalsKept ago.
+	// when this read began: removed among more than a read answer holds.
 	var gone []string
 	for id, st := range m.known {
 		if _, ok := live[id]; !ok && st.member && st.rev <= upTo {

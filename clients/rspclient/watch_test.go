@@ -3,7 +3,6 @@ package rspclient
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/rserpool/rsp/events"
 )
@@ -19,7 +18,7 @@ func change(op, id string, rev uint64) events.Change {
 
 func TestMergerSnapshot(t *testing.T) {
 	m := newMerger("s1", 0)
-	got := m.snapshot([]snapEntry{{rec("echo", "a"), 5}, {rec("echo", "b"), 9}})
+	got := m.snapshot([]snapEntry{{rec("echo", "a"), 5, 5}, {rec("echo", "b"), 9, 9}})
 	if len(got) != 2 {
 		t.Fatalf("snapshot gave %d changes, want 2", len(got))
 	}
@@ -48,7 +47,7 @@ func TestMergerApply(t *testing.T) {
 	}{
 		{
 			name: "changes reflected by the snapshot are dropped",
-			snap: []snapEntry{{rec("echo", "a"), 10}, {rec("echo", "b"), 12}},
+			snap: []snapEntry{{rec("echo", "a"), 10, 10}, {rec("echo", "b"), 12, 12}},
 			steps: []step{
 				{change(events.OpAdd, "a", 10), false},    // a's own add
 				{change(events.OpUpdate, "b", 11), false}, // older than b's state
@@ -63,7 +62,7 @@ func TestMergerApply(t *testing.T) {
 		{
 			name:    "a PE that came and went before the snapshot stays unseen",
 			barrier: 20,
-			snap:    []snapEntry{{rec("echo", "a"), 3}},
+			snap:    []snapEntry{{rec("echo", "a"), 3, 3}},
 			steps: []step{
 				{change(events.OpAdd, "x", 15), false},    // before the barrier
 				{change(events.OpRemove, "x", 18), false}, // not a member
@@ -85,7 +84,7 @@ func TestMergerApply(t *testing.T) {
 		},
 		{
 			name: "snapshot revisions raise the barrier",
-			snap: []snapEntry{{rec("echo", "a"), 30}},
+			snap: []snapEntry{{rec("echo", "a"), 30, 30}},
 			steps: []step{
 				{change(events.OpAdd, "z", 25), false}, // z was added and removed before rev 30
 				{change(events.OpRemove, "z", 27), false},
@@ -94,7 +93,7 @@ func TestMergerApply(t *testing.T) {
 		},
 		{
 			name: "unknown op is dropped",
-			snap: []snapEntry{{rec("echo", "a"), 1}},
+			snap: []snapEntry{{rec("echo", "a"), 1, 1}},
 			steps: []step{
 				{events.Change{Pool: "echo", Revision: 2, Op: "explode", PEID: "a"}, false},
 				{change(events.OpRemove, "a", 3), true},
@@ -141,7 +140,7 @@ func TestMergerConverges(t *testing.T) {
 			}
 			var snap []snapEntry
 			for id, rev := range state {
-				snap = append(snap, snapEntry{rec("echo", id), rev})
+				snap = append(snap, snapEntry{rec("echo", id), rev, rev})
 			}
 			m := newMerger("default", 0)
 			set := map[string]bool{}
@@ -206,8 +205,8 @@ func TestMergerSync(t *testing.T) {
 		}
 		return fmt.Sprint(s)
 	}
-	first := m.sync(poolRead{live: []snapEntry{{rec("echo", "a"), 3}, {rec("echo", "b"), 4}, {rec("echo", "c"), 5}},
-		removed: []removal{{id: "old", rev: 2, reason: events.ReasonFailed}}}, 0, time.Time{})
+	first := m.sync(poolRead{live: []snapEntry{{rec("echo", "a"), 3, 3}, {rec("echo", "b"), 4, 4}, {rec("echo", "c"), 5, 5}},
+		removed: []removal{{id: "old", rev: 2, reason: events.ReasonFailed}}}, 0)
 	if got := str(first); got != "[add a registered@3 add b registered@4 add c registered@5]" {
 		t.Fatalf("first read: %s", got)
 	}
@@ -216,8 +215,8 @@ func TestMergerSync(t *testing.T) {
 	m.known["x"] = peState{rev: 6, member: true}
 	changed := rec("echo", "b")
 	changed.Policy.Load = 0.5
-	diff := m.sync(poolRead{live: []snapEntry{{rec("echo", "a"), 9}, {changed, 10}, {rec("echo", "d"), 12}},
-		removed: []removal{{id: "c", rev: 11, reason: events.ReasonFailed}, {id: "e", rev: 13, reason: events.ReasonExpired}}, upTo: 14}, 0, time.Time{})
+	diff := m.sync(poolRead{live: []snapEntry{{rec("echo", "a"), 9, 9}, {changed, 10, 10}, {rec("echo", "d"), 12, 12}},
+		removed: []removal{{id: "c", rev: 11, reason: events.ReasonFailed}, {id: "e", rev: 13, reason: events.ReasonExpired}}, upTo: 14}, 0)
 	if got := str(diff); got != "[update b updated@10 add d registered@12 remove c failed@11 remove x expired@14]" {
 		t.Fatalf("resync: %s", got)
 	}
@@ -225,27 +224,24 @@ func TestMergerSync(t *testing.T) {
 		t.Fatalf("barrier %d, want 14", m.barrier)
 	}
 	// The same read again brings nothing.
-	if again := m.sync(poolRead{live: []snapEntry{{rec("echo", "a"), 9}, {changed, 10}, {rec("echo", "d"), 12}}, upTo: 14}, 0, time.Time{}); len(again) != 0 {
+	if again := m.sync(poolRead{live: []snapEntry{{rec("echo", "a"), 9, 9}, {changed, 10, 10}, {rec("echo", "d"), 12, 12}}, upTo: 14}, 0); len(again) != 0 {
 		t.Fatalf("the same read again: %s", str(again))
 	}
 	// A member added by a change after the read began is not taken for gone.
 	if _, keep := m.apply(change(events.OpAdd, "late", 20)); !keep {
 		t.Fatal("late add dropped")
 	}
-	if diff := m.sync(poolRead{live: []snapEntry{{rec("echo", "a"), 9}, {changed, 10}, {rec("echo", "d"), 12}}, upTo: 15}, 0, time.Time{}); len(diff) != 0 {
+	if diff := m.sync(poolRead{live: []snapEntry{{rec("echo", "a"), 9, 9}, {changed, 10, 10}, {rec("echo", "d"), 12, 12}}, upTo: 15}, 0); len(diff) != 0 {
 		t.Fatalf("a read that began before the late add: %s", str(diff))
 	}
 
-	// Resuming after revision 10, registered since the time of revision 10
-	// or not: a PE unchanged since is the reader's already.
-	at := time.Unix(1000, 0)
-	r := poolRead{live: []snapEntry{{rec("echo", "a"), 9}, {rec("echo", "b"), 11}, {rec("echo", "n"), 12}},
+	// Resuming after revision 10, joined the pool after revision 10 or
+	// not: a PE unchanged since is the reader's already.
+	r := poolRead{live: []snapEntry{{rec("echo", "a"), 9, 9}, {rec("echo", "b"), 11, 2}, {rec("echo", "n"), 12, 12}},
 		removed: []removal{{id: "c", rev: 8, reason: events.ReasonFailed}, {id: "d", rev: 13, reason: events.ReasonDeregistered}}, upTo: 13}
-	r.live[1].rec.RegisteredAt = at.Add(-time.Hour)
-	r.live[2].rec.RegisteredAt = at.Add(time.Second)
 	m2 := newMerger("default", 0)
 	m2.pool = "echo"
-	if got := str(m2.sync(r, 10, at)); got != "[update b updated@11 add n registered@12 remove d deregistered@13]" {
+	if got := str(m2.sync(r, 10)); got != "[update b updated@11 add n registered@12 remove d deregistered@13]" {
 		t.Fatalf("resumed: %s", got)
 	}
 	if st := m2.known["a"]; !st.member || st.rev != 9 {

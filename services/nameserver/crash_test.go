@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/clients/rspclient"
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/nameserver/nstest"
@@ -149,7 +150,7 @@ func (w *crashWorld) connect(t *testing.T, url string) {
 	t.Helper()
 	var err error
 	dial := func(role string) *nats.Conn {
-		nc, e := nats.Connect(url, nats.UserCredentials(credsOf(w.data, "default", role)), nats.Timeout(5*time.Second))
+		nc, e := nats.Connect(url, natsconn.Creds(credsOf(w.data, "default", role)), nats.Timeout(5*time.Second))
 		if e != nil {
 			err = e
 		}
@@ -504,7 +505,7 @@ func TestKillNineKeepsAuthAndReports(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		nc, err := nats.Connect(url, nats.UserCredentials(credsPath))
+		nc, err := nats.Connect(url, natsconn.Creds(credsPath))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -560,7 +561,7 @@ func TestKillNineKeepsAuthAndReports(t *testing.T) {
 	_ = p.cmd.Wait()
 
 	p = startProcess(t, args...)
-	if nc, err := nats.Connect(p.natsURL, nats.UserCredentials(victimCreds), nats.Timeout(3*time.Second)); err == nil {
+	if nc, err := nats.Connect(p.natsURL, natsconn.Creds(victimCreds), nats.Timeout(3*time.Second)); err == nil {
 		nc.Close()
 		t.Fatal("the revoked user connected after the restart")
 	}

@@ -31,7 +31,7 @@ func TestBinary(t *testing.T) {
 		t.Fatal("anonymous connection accepted")
 	}
 	for _, scope := range []string{"default", "lab"} {
-		nc, err := nats.Connect(url, nats.UserCredentials(credsOf(data, scope, "pu")))
+		nc, err := nats.Connect(url, natsconn.Creds(credsOf(data, scope, "pu")))
 		if err != nil {
 			t.Fatalf("scope %s: %v", scope, err)
 		}
@@ -156,7 +156,7 @@ func startProcessLogging(t *testing.T, stderr io.Writer, args ...string) process
 func TestTLS(t *testing.T) {
 	pki := nstest.NewPKI(t)
 	data := t.TempDir()
-	pu := nats.UserCredentials(credsOf(data, "default", "pu"))
+	pu := natsconn.Creds(credsOf(data, "default", "pu"))
 	_, url := startBinary(t, "--listen", "127.0.0.1:0", "--data", data, "--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey)
 	if _, err := nats.Connect(url, pu, nats.Timeout(2*time.Second)); err == nil {
 		t.Fatal("plain connection accepted by a TLS server")
@@ -179,7 +179,7 @@ func TestTLS(t *testing.T) {
 	}
 
 	data = t.TempDir()
-	pu = nats.UserCredentials(credsOf(data, "default", "pu"))
+	pu = natsconn.Creds(credsOf(data, "default", "pu"))
 	_, url = startBinary(t, "--listen", "127.0.0.1:0", "--data", data, "--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--tls-ca", pki.CA)
 	if nc, err := nats.Connect(url, pu, nats.Secure(tlsc), nats.Timeout(2*time.Second)); err == nil {
 		nc.Close()

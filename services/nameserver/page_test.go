@@ -19,6 +19,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats.go"
 
+	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/events"
 )
 
@@ -37,7 +38,7 @@ func TestPoolPage(t *testing.T) {
 	if ns.pageURL == "" {
 		t.Fatal("the banner names no pool page")
 	}
-	pu := nats.UserCredentials(credsOf(data, "default", "pu"))
+	pu := natsconn.Creds(credsOf(data, "default", "pu"))
 	nc, err := nats.Connect(ns.natsURL, pu)
 	if err != nil {
 		t.Fatal(err)

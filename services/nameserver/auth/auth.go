@@ -440,7 +440,11 @@ func (s *Store) ensureSystemUser() error {
 	} else if uc != nil && uc.Issuer == sysPub && !revoked(s.sysJWT, uc) {
 		return nil
 	}
-	creds, _, err := issue(s.sys, "", "rsp-system", jwt.Permissions{}, nil, 0)
+	ukp, err := nkeys.CreateUser()
+	if err != nil {
+		return err
+	}
+	creds, _, err := issue(ukp, s.sys, "", "rsp-system", jwt.Permissions{}, nil, 0)
 	if err != nil {
 		return err
 	}
@@ -471,9 +475,11 @@ func (s *Store) ensureScope(scope string) error {
 		if err != nil {
 			return err
 		}
-		want, err := Permissions(scope, role, []string{AllPools})
-		if err != nil {
-			return err
+		var want jwt.Permissions
+		if uc != nil {
+			if want, err = Permissions(scope, role, []string{AllPools}, uc.Subject); err != nil {
+				return err
+			}
 		}
 		if uc != nil && uc.IssuerAccount == accPub && uc.Issuer == mustPub(a.signing) &&
 			samePermissions(uc.Permissions, want) && !revoked(a.jwt, uc) {

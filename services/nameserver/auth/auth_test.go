@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/nameserver/auth"
 	"github.com/rserpool/rsp/services/nameserver/embedded"
@@ -76,7 +77,7 @@ func (w *world) dial(creds string, extra ...nats.Option) (*conn, error) {
 		nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }),
 	}, extra...)
 	if creds != "" {
-		opts = append(opts, nats.UserCredentials(creds))
+		opts = append(opts, natsconn.Creds(creds))
 	}
 	nc, err := nats.Connect(w.s.ClientURL(), opts...)
 	if err != nil {
@@ -213,10 +214,21 @@ func TestPEPermissions(t *testing.T) {
 		t.Fatal("pe for echo published rsp.default.register.other")
 	}
 	pe.wantViolation(t, "rsp.default.register.other")
-	if err := pe.Publish("rsp.default.resolve.echo", nil); err != nil {
+	// A PE may be a PU of its own pools (RFC 5351): it resolves and reads
+	// them, no other.
+	if _, err := ns.Subscribe("rsp.default.resolve.*", func(m *nats.Msg) { _ = m.Respond([]byte(`{"pool":"echo"}`)) }); err != nil {
 		t.Fatal(err)
 	}
-	pe.wantViolation(t, "rsp.default.resolve.echo")
+	if err := ns.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := pe.Request("rsp.default.resolve.echo", nil, 5*time.Second); err != nil || string(m.Data) != `{"pool":"echo"}` {
+		t.Fatalf("pe resolve of its pool: %v %v", m, err)
+	}
+	if err := pe.Publish("rsp.default.resolve.other", nil); err != nil {
+		t.Fatal(err)
+	}
+	pe.wantViolation(t, "rsp.default.resolve.other")
 
 	// Outcomes of its pool reach it; other pools' do not.
 	sub, err := pe.SubscribeSync("rsp.default.outcome.echo.>")
@@ -307,74 +319,20 @@ func TestPUPermissions(t *testing.T) {
 		t.Fatalf("pu name-server beats: %v", err)
 	}
 
-	kv, err := js.KeyValue(ctx(t), events.Bucket("default"))
-	if err != nil {
-		t.Fatalf("pu KeyValue: %v", err)
-	}
-	watch, err := kv.WatchFiltered(ctx(t), []string{"echo.>"})
-	if err != nil {
-		t.Fatalf("pu watch: %v", err)
-	}
-	next := func() jetstream.KeyValueEntry {
-		t.Helper()
-		select {
-		case e := <-watch.Updates():
-			return e
-		case <-time.After(5 * time.Second):
-			t.Fatal("no watch update")
-		}
-		return nil
-	}
-	if e := next(); e == nil || e.Key() != "echo.pe-1" || string(e.Value()) != "one" {
-		t.Fatalf("first watch entry %v", e)
-	}
-	if e := next(); e != nil {
-		t.Fatalf("want the end-of-initial-values marker, got %v", e)
-	}
-	if _, err := kvNS.Put(ctx(t), "echo.pe-2", []byte("two")); err != nil {
-		t.Fatal(err)
-	}
-	if e := next(); e == nil || e.Key() != "echo.pe-2" {
-		t.Fatalf("live watch entry %v", e)
-	}
-	if err := watch.Stop(); err != nil {
-		t.Fatalf("watch stop: %v", err)
-	}
-	if e, err := kv.Get(ctx(t), "echo.pe-1"); err != nil || string(e.Value()) != "one" {
-		t.Fatalf("pu get: %v %v", e, err)
-	}
-	keys, err := kv.ListKeys(ctx(t))
-	if err != nil {
-		t.Fatalf("pu list keys: %v", err)
-	}
-	var got []string
-	for k := range keys.Keys() {
-		got = append(got, k)
-	}
-	if len(got) != 2 {
-		t.Fatalf("pu keys %v", got)
-	}
-
-	// Read-only: no put, no delete, no register, no other bucket.
+	// No JetStream API at all: reads go through the name servers.
 	short := func() context.Context {
 		c, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		t.Cleanup(cancel)
 		return c
 	}
-	if _, err := kv.Put(short(), "echo.pe-3", []byte("x")); err == nil {
-		t.Fatal("pu put into the bucket")
+	if _, err := js.KeyValue(short(), events.Bucket("default")); err == nil {
+		t.Fatal("pu opened the bucket")
 	}
-	pu.wantViolation(t, "$KV.rsp_default.echo.pe-3")
-	if err := kv.Delete(short(), "echo.pe-1"); err == nil {
-		t.Fatal("pu deleted from the bucket")
-	}
+	pu.wantViolation(t, "$JS.API.STREAM.INFO.KV_rsp_default")
 	if _, err := js.Publish(short(), "rsp.default.register.echo", []byte("{}")); err == nil {
 		t.Fatal("pu registered")
 	}
 	pu.wantViolation(t, "rsp.default.register.echo")
-	if err := js.DeleteStream(short(), "KV_rsp_default"); err == nil {
-		t.Fatal("pu deleted the bucket's stream")
-	}
 	if e, err := kvNS.Get(ctx(t), "echo.pe-1"); err != nil || string(e.Value()) != "one" {
 		t.Fatalf("bucket changed by pu: %v %v", e, err)
 	}
@@ -419,9 +377,16 @@ func TestJWTContents(t *testing.T) {
 	if d := time.Until(time.Unix(uc.Expires, 0)); d < 23*time.Hour || d > 25*time.Hour {
 		t.Errorf("expires in %s", d)
 	}
-	want := []string{"rsp.default.register.echo", "rsp.default.deregister.echo", "rsp.default.register.b", "rsp.default.deregister.b"}
+	want := []string{"rsp.default.register.echo", "rsp.default.deregister.echo", "rsp.default.register.b", "rsp.default.deregister.b",
+		"rsp.default.resolve.echo", "rsp.default.failure.echo", "rsp.default.read.echo", "rsp.default.svc.echo.>",
+		"rsp.default.resolve.b", "rsp.default.failure.b", "rsp.default.read.b", "rsp.default.svc.b.>"}
 	if strings.Join(uc.Pub.Allow, " ") != strings.Join(want, " ") {
 		t.Errorf("pub allow %v, want %v", uc.Pub.Allow, want)
+	}
+	wantSub := []string{"rsp.default.outcome.echo.>", "rsp.default.svc.echo.>", "rsp.default.outcome.b.>", "rsp.default.svc.b.>",
+		"rsp.default.changes.echo", "rsp.default.changes.b", "rsp.default.nameservers.*", "_INBOX." + pub + ".>"}
+	if strings.Join(uc.Sub.Allow, " ") != strings.Join(wantSub, " ") {
+		t.Errorf("sub allow %v, want %v", uc.Sub.Allow, wantSub)
 	}
 	accJWT, _ := st.AccountJWT("default")
 	ac, err := jwt.DecodeAccountClaims(accJWT)

@@ -173,11 +173,15 @@ func TestServiceSubjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	pu.wantViolation(t, other)
-	// A pe answers requests, but may not publish to service subjects.
+	// A pe is a pu of its own pools (RFC 5351: a PE may be a PU), of no
+	// other.
 	if err := pe.Publish(subj, nil); err != nil {
 		t.Fatal(err)
 	}
-	pe.wantViolation(t, subj)
+	if err := pe.Publish(other, nil); err != nil {
+		t.Fatal(err)
+	}
+	pe.wantViolation(t, other)
 	// A pu may not serve.
 	if _, err := pu.SubscribeSync(subj); err != nil {
 		t.Fatal(err)

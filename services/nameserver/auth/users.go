@@ -3,6 +3,7 @@ package auth
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -21,10 +22,10 @@ const (
 	// scope's account.
 	RoleAdmin Role = "admin"
 	// RolePE is a pool element: it registers and deregisters in its pools
-	// and reads the outcomes.
+	// and reads the outcomes, and may use its pools as a pu does.
 	RolePE Role = "pe"
 	// RolePU is a pool user: it resolves its pools, reports failures,
-	// follows changes and reads the name space (the bucket), read-only.
+	// follows changes and reads its pools through the name servers.
 	RolePU Role = "pu"
 )
 
@@ -53,31 +54,28 @@ func ParseRole(s string) (Role, error) {
 	return r, nil
 }
 
-// Permissions are the publish/subscribe allow lists of a user of scope
-// with role, for pools (each a pool handle or AllPools). Everything not
-// allowed is denied.
+// Permissions are the publish/subscribe allow lists of user userPub of
+// scope with role, for pools (each a pool handle or AllPools). Everything
+// not allowed is denied. <P> is each pool, I is the user's own inbox
+// prefix (events.InboxPrefix(userPub)).
 //
 //   - nameserver, admin: publish and subscribe ">" (pools must be empty or
 //     AllPools).
-//   - pe (pools required): publish rsp.<scope>.register.<P> and
-//     rsp.<scope>.deregister.<P>; subscribe rsp.<scope>.outcome.<P>.>,
-//     rsp.<scope>.svc.<P>.> (its "nats" transports, events.ServiceSubject)
-//     and _INBOX.> (PubAcks and replies); answer the requests it receives
-//     (response permission: one reply per request, within ResponseTTL).
 //   - pu (pools default AllPools): publish rsp.<scope>.resolve.<P>,
-//     rsp.<scope>.failure.<P>, rsp.<scope>.svc.<P>.> (requests to the PEs'
-//     "nats" transports), and the read-only JetStream API of bucket
-//     rsp_<scope> (stream KV_rsp_<scope>, "S" below) that the Go client's
-//     KeyValue, Get, GetRevision, Watch/WatchFiltered and ListKeys use:
-//     $JS.API.INFO, $JS.API.STREAM.INFO.S, $JS.API.CONSUMER.CREATE.S and
-//     .S.>, $JS.API.CONSUMER.DELETE.S.>, $JS.API.DIRECT.GET.S and .S.>,
-//     $JS.API.STREAM.MSG.GET.S, and $JS.FC.S.> (flow-control replies of
-//     a watch's ordered consumer; large buckets stall without them);
-//     subscribe rsp.<scope>.changes.<P>, rsp.<scope>.nameservers.* (the
-//     name-server beats, after which watches and caches read their pool
-//     again) and _INBOX.>. The bucket is read scope-wide whatever the
-//     pools.
-func Permissions(scope string, role Role, pools []string) (jwt.Permissions, error) {
+//     rsp.<scope>.failure.<P> (a JetStream publish: its PubAck comes to
+//     I), rsp.<scope>.read.<P> (reads through the name servers),
+//     rsp.<scope>.svc.<P>.> (requests to the PEs' "nats" transports), and
+//     with AllPools rsp.<scope>.pools; subscribe rsp.<scope>.changes.<P>,
+//     rsp.<scope>.nameservers.* (the name-server beats, after which
+//     watches and caches read their pool again) and I.>. No JetStream API:
+//     nobody but the name servers touches rsp's streams and consumers.
+//   - pe (pools required): what a pu of its pools may (a PE may be a PU,
+//     RFC 5351), and publish rsp.<scope>.register.<P> and
+//     rsp.<scope>.deregister.<P>; subscribe rsp.<scope>.outcome.<P>.> and
+//     rsp.<scope>.svc.<P>.> (its "nats" transports, events.ServiceSubject);
+//     answer the requests it receives (response permission: one reply per
+//     request, within ResponseTTL).
+func Permissions(scope string, role Role, pools []string, userPub string) (jwt.Permissions, error) {
 	var p jwt.Permissions
 	if err := events.CheckScope(scope); err != nil {
 		return p, err
@@ -93,6 +91,7 @@ func Permissions(scope string, role Role, pools []string) (jwt.Permissions, erro
 	case RoleNameServer, RoleAdmin:
 		p.Pub.Allow.Add(">")
 		p.Sub.Allow.Add(">")
+		return p, nil
 	case RolePE:
 		for _, pool := range pools {
 			p.Pub.Allow.Add(
@@ -104,38 +103,25 @@ func Permissions(scope string, role Role, pools []string) (jwt.Permissions, erro
 				events.ServiceSubjects(scope, pool),
 			)
 		}
-		p.Sub.Allow.Add("_INBOX.>")
 		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: ResponseTTL}
-	case RolePU:
-		for _, pool := range pools {
-			p.Pub.Allow.Add(
-				events.Subject(scope, events.KindResolve, pool),
-				events.Subject(scope, events.KindFailure, pool),
-				events.ServiceSubjects(scope, pool),
-			)
-			p.Sub.Allow.Add(events.Subject(scope, events.KindChanges, pool))
+	}
+	if !nkeys.IsValidPublicUserKey(userPub) {
+		return p, events.Errf("user", "%q is not a public user nkey (U...)", userPub)
+	}
+	for _, pool := range pools {
+		p.Pub.Allow.Add(
+			events.Subject(scope, events.KindResolve, pool),
+			events.Subject(scope, events.KindFailure, pool),
+			events.Subject(scope, events.KindRead, pool),
+			events.ServiceSubjects(scope, pool),
+		)
+		p.Sub.Allow.Add(events.Subject(scope, events.KindChanges, pool))
+		if pool == AllPools {
+			p.Pub.Allow.Add(events.PoolsSubject(scope))
 		}
-		p.Pub.Allow.Add(bucketReadAPI(scope)...)
-		p.Sub.Allow.Add(events.NameServersSubject(scope), "_INBOX.>")
 	}
+	p.Sub.Allow.Add(events.NameServersSubject(scope), events.InboxPrefix(userPub)+".>")
 	return p, nil
-}
-
-// bucketReadAPI is what the Go client's KeyValue, Get, Watch and ListKeys
-// of bucket rsp_<scope> need, and nothing that writes.
-func bucketReadAPI(scope string) []string {
-	stream := "KV_" + events.Bucket(scope)
-	return []string{
-		"$JS.API.INFO",
-		"$JS.API.STREAM.INFO." + stream,
-		"$JS.API.CONSUMER.CREATE." + stream,
-		"$JS.API.CONSUMER.CREATE." + stream + ".>",
-		"$JS.API.CONSUMER.DELETE." + stream + ".>",
-		"$JS.API.DIRECT.GET." + stream,
-		"$JS.API.DIRECT.GET." + stream + ".>",
-		"$JS.API.STREAM.MSG.GET." + stream,
-		"$JS.FC." + stream + ".>",
-	}
 }
 
 // checkPools validates and normalizes the pools of a role.
@@ -184,21 +170,21 @@ func (s *Store) IssueUser(scope string, role Role, pools []string, expires time.
 	if err != nil {
 		return nil, "", err
 	}
-	perms, err := Permissions(scope, role, pools)
-	if err != nil {
-		return nil, "", err
-	}
-	tags := []string{TagRole + string(role), TagScope + scope}
-	return issue(a.signing, mustPub(a.kp), "rsp-"+string(role)+"@"+scope, perms, tags, expires)
-}
-
-// issue creates a user key and a JWT for it signed by signer (on behalf
-// of issuerAccount when that is set) and formats both as a creds file.
-func issue(signer nkeys.KeyPair, issuerAccount, name string, perms jwt.Permissions, tags []string, expires time.Duration) ([]byte, string, error) {
 	ukp, err := nkeys.CreateUser()
 	if err != nil {
 		return nil, "", err
 	}
+	perms, err := Permissions(scope, role, pools, mustPub(ukp))
+	if err != nil {
+		return nil, "", err
+	}
+	tags := []string{TagRole + string(role), TagScope + scope}
+	return issue(ukp, a.signing, mustPub(a.kp), "rsp-"+string(role)+"@"+scope, perms, tags, expires)
+}
+
+// issue makes a JWT for user key ukp signed by signer (on behalf of
+// issuerAccount when that is set) and formats both as a creds file.
+func issue(ukp, signer nkeys.KeyPair, issuerAccount, name string, perms jwt.Permissions, tags []string, expires time.Duration) ([]byte, string, error) {
 	upub := mustPub(ukp)
 	uc := jwt.NewUserClaims(upub)
 	uc.Name = name
@@ -221,4 +207,43 @@ func issue(signer nkeys.KeyPair, issuerAccount, name string, perms jwt.Permissio
 		return nil, "", err
 	}
 	return creds, upub, nil
+}
+
+// PermissionsTable is the Markdown table of every role's permissions, as
+// Permissions makes them, for a user given one pool <pool> (pu and pe)
+// and for a pu given every pool ("*"): the README shows it (a test keeps
+// the two equal) and `rsp auth roles` prints it.
+func PermissionsTable() string {
+	const scope, pool, user = "scope", "POOL", "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4"
+	show := func(subjects []string) string {
+		out := make([]string, len(subjects))
+		for i, s := range subjects {
+			s = strings.ReplaceAll(s, "rsp."+scope+".", "rsp.<scope>.")
+			s = strings.ReplaceAll(s, pool, "<pool>")
+			s = strings.ReplaceAll(s, user, "<user>")
+			out[i] = "`" + s + "`"
+		}
+		return strings.Join(out, ", ")
+	}
+	var b strings.Builder
+	b.WriteString("| role | pools | may publish | may subscribe | replies to requests it receives |\n|---|---|---|---|---|\n")
+	for _, r := range []struct {
+		role  Role
+		pools []string
+	}{{RolePU, []string{pool}}, {RolePU, []string{AllPools}}, {RolePE, []string{pool}}, {RoleNameServer, nil}, {RoleAdmin, nil}} {
+		p, err := Permissions(scope, r.role, r.pools, user)
+		if err != nil {
+			panic(err) // fixed arguments: a bug
+		}
+		pools := "—"
+		if len(r.pools) > 0 {
+			pools = show(r.pools)
+		}
+		resp := "no"
+		if p.Resp != nil {
+			resp = fmt.Sprintf("%d each, within %s", p.Resp.MaxMsgs, p.Resp.Expires)
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", r.role, pools, show(p.Pub.Allow), show(p.Sub.Allow), resp)
+	}
+	return b.String()
 }

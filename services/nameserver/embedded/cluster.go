@@ -332,15 +332,17 @@ func (c *Cluster) StreamState(i int, account, stream string) (st server.StreamSt
 }
 
 // StreamCurrent tells whether node i's replica of stream (of account) is
-// current: its raft group caught up and its last sequence is the
-// leader's.
+// current: its raft group caught up and its last sequence reached the one
+// the leader had just before. (Not equal to the leader's now: under a
+// steady write load a follower is always a few messages behind the
+// leader at any instant, and two reads never agree.)
 func (c *Cluster) StreamCurrent(i int, account, stream string) bool {
 	l := c.StreamLeader(account, stream)
 	s := c.Server(i)
 	if s == nil || l < 0 || !s.JetStreamIsStreamCurrent(account, stream) {
 		return false
 	}
-	mine, ok1 := c.StreamState(i, account, stream)
-	lead, ok2 := c.StreamState(l, account, stream)
-	return ok1 && ok2 && mine.LastSeq == lead.LastSeq
+	lead, ok1 := c.StreamState(l, account, stream)
+	mine, ok2 := c.StreamState(i, account, stream)
+	return ok1 && ok2 && mine.LastSeq >= lead.LastSeq
 }

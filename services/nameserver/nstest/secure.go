@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/services/nameserver/auth"
 	"github.com/rserpool/rsp/services/nameserver/embedded"
 	"github.com/rserpool/rsp/services/nameserver/server"
@@ -39,7 +40,7 @@ func StartSecure(t testing.TB, scopes ...string) (*natsserver.Server, *auth.Stor
 // the end of the test.
 func ConnectCreds(t testing.TB, s *natsserver.Server, path string, opts ...nats.Option) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(s.ClientURL(), append([]nats.Option{nats.Timeout(5 * time.Second), nats.UserCredentials(path)}, opts...)...)
+	nc, err := nats.Connect(s.ClientURL(), append([]nats.Option{nats.Timeout(5 * time.Second), natsconn.Creds(path)}, opts...)...)
 	if err != nil {
 		t.Fatalf("connect with %s: %v", path, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
+	"github.com/rserpool/rsp/clients/natsconn"
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/schemas"
 	"github.com/rserpool/rsp/services/nameserver/auth"
@@ -94,7 +95,7 @@ func TestHelperPE(t *testing.T) {
 		t.Skip("the PE child process of TestDisconnectRemovesPE")
 	}
 	creds := os.Getenv("RSP_TEST_CREDS")
-	nc, err := nats.Connect(os.Getenv("RSP_TEST_URL"), nats.UserCredentials(creds))
+	nc, err := nats.Connect(os.Getenv("RSP_TEST_URL"), natsconn.Creds(creds))
 	if err != nil {
 		fmt.Println("connect:", err)
 		os.Exit(1)

@@ -234,3 +234,80 @@ func FuzzAnswer(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadPage pages through a pool of fuzzed PE ids with a fuzzed first
+// request: every page is sorted, after the page before, within its
+// limit, and the pages together hold every member once; removals come on
+// the first page only, those after removed_after.
+func FuzzReadPage(f *testing.F) {
+	f.Add("a,b,c,d,e", []byte(`{"limit":2,"removed_after":3}`))
+	f.Add("x", []byte(`{}`))
+	f.Add("a,b", []byte(`{"after":"a"}`))
+	f.Add("", []byte(`{"limit":501}`))
+	f.Fuzz(func(t *testing.T, ids string, request []byte) {
+		v := newView("default", discard)
+		members := map[string]bool{}
+		rev := uint64(0)
+		for _, id := range strings.Split(ids, ",") {
+			if events.CheckPEID(id) != nil || members[id] {
+				continue
+			}
+			rev++
+			members[id] = true
+			v.apply(kvEntry{key: events.Key("p", id), value: events.Marshal(events.Record{PEID: id, Pool: "p", Policy: events.PolicyParams{Name: "round_robin"}}), rev: rev, op: jetstream.KeyValuePut})
+		}
+		rev++
+		v.apply(kvEntry{key: events.Key("p", "gone"), rev: rev, op: jetstream.KeyValuePurge})
+		delete(members, "gone")
+		var q events.ReadRequest
+		if events.Decode(request, &q) != nil || q.Validate() != nil {
+			return
+		}
+		seen := map[string]bool{}
+		for page := 0; ; page++ {
+			a, _ := v.readPage("p", &q)
+			if len(a.Records) > q.Limit {
+				t.Fatalf("%d records, limit %d", len(a.Records), q.Limit)
+			}
+			if page > 0 && len(a.Removed) > 0 {
+				t.Fatalf("removals on page %d", page)
+			}
+			for _, x := range a.Removed {
+				if x.Revision <= q.RemovedAfter || x.PEID != "gone" {
+					t.Fatalf("removal %+v, removed_after %d", x, q.RemovedAfter)
+				}
+			}
+			last := q.After
+			for _, r := range a.Records {
+				if r.Record.PEID <= last || seen[r.Record.PEID] {
+					t.Fatalf("page %d: %q after %q", page, r.Record.PEID, last)
+				}
+				last = r.Record.PEID
+				seen[r.Record.PEID] = true
+			}
+			if a.Next == "" {
+				break
+			}
+			if a.Next != last {
+				t.Fatalf("next %q, last record %q", a.Next, last)
+			}
+			q = events.ReadRequest{After: a.Next, Limit: q.Limit}
+		}
+		want := 0 // the members after the first request's after
+		for id := range members {
+			if id > firstAfter(request) {
+				want++
+			}
+		}
+		if len(seen) != want {
+			t.Fatalf("pages hold %d members, want %d", len(seen), want)
+		}
+	})
+}
+
+// firstAfter is the after of a request body ("" when none).
+func firstAfter(body []byte) string {
+	var q events.ReadRequest
+	_ = events.Decode(body, &q)
+	return q.After
+}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rserpool/rsp/events"
 	"github.com/rserpool/rsp/services/nameserver/server"
@@ -46,6 +47,32 @@ func TestRefusals(t *testing.T) {
 		reg = registration("pe-2", 1)
 		reg.Policy.Name = "nope"
 		wantRefused(t, owner.register("echo", reg), events.CodeBadRequest, "policy.name")
+	})
+	t.Run("too big for an answer", func(t *testing.T) {
+		// Issue 16: three PEs with 400 KiB of meta each made the pool
+		// unresolvable (the answer exceeded max_payload).
+		reg := registration("pe-big", 1)
+		reg.Meta = map[string]string{"blob": strings.Repeat("x", 400<<10)}
+		// The stream refuses it before it is stored (64 KiB at most) ...
+		js, _ := jetstream.New(nc)
+		if _, err := js.Publish(t.Context(), "rsp.default.register.echo", events.Marshal(reg)); err == nil || !strings.Contains(err.Error(), "maximum") {
+			t.Fatalf("a 400 KiB event: %v, want refused by the stream for its size", err)
+		}
+		// ... and the name server what the stream takes.
+		reg.Meta = map[string]string{"blob": strings.Repeat("x", 40<<10)}
+		wantRefused(t, owner.register("echo", reg), events.CodeBadRequest, "meta.blob")
+		reg.Meta = nil
+		for i := range events.MaxMetaKeys {
+			if reg.Meta == nil {
+				reg.Meta = map[string]string{}
+			}
+			reg.Meta[strings.Repeat(string(rune('a'+i)), events.MaxMetaKey)] = strings.Repeat("v", events.MaxMetaValue)
+		}
+		reg.Transports = nil
+		for range events.MaxTransports {
+			reg.Transports = append(reg.Transports, events.Transport{Proto: "http", Addr: "http://h/" + strings.Repeat("p", 240)})
+		}
+		wantRefused(t, owner.register("echo", reg), events.CodeBadRequest, "registration")
 	})
 	t.Run("bad signature", func(t *testing.T) {
 		sub := mustSub(t, nc, "rsp.default.outcome.echo.pe-3")

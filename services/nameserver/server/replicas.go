@@ -108,7 +108,7 @@ func (n *NameServer) setupStream(ctx context.Context, nc *nats.Conn, js jetstrea
 	log := n.cfg.Logger
 	want := jetstream.StreamConfig{
 		Name: events.StreamName, Subjects: events.EventSubjects(), Storage: jetstream.FileStorage,
-		Replicas: n.cfg.Replicas, Duplicates: duplicatesWindow, MaxAge: eventsRetention,
+		Replicas: n.cfg.Replicas, Duplicates: duplicatesWindow, MaxAge: eventsRetention, MaxMsgSize: maxEventSize,
 	}
 	stream, err := retryJS(ctx, log, "stream "+events.StreamName, nil, func(ctx context.Context) (jetstream.Stream, error) {
 		return js.Stream(ctx, events.StreamName)
@@ -124,11 +124,11 @@ func (n *NameServer) setupStream(ctx context.Context, nc *nats.Conn, js jetstrea
 		want.Replicas = have.Replicas
 	}
 	if have.Replicas == want.Replicas && have.Storage == want.Storage && have.Duplicates == want.Duplicates &&
-		have.MaxAge == want.MaxAge && slices.Equal(slices.Sorted(slices.Values(have.Subjects)), slices.Sorted(slices.Values(want.Subjects))) {
+		have.MaxAge == want.MaxAge && have.MaxMsgSize == want.MaxMsgSize && slices.Equal(slices.Sorted(slices.Values(have.Subjects)), slices.Sorted(slices.Values(want.Subjects))) {
 		return stream, max(have.Replicas, 1), nil
 	}
 	cfg := have
-	cfg.Subjects, cfg.Storage, cfg.Replicas, cfg.Duplicates, cfg.MaxAge = want.Subjects, want.Storage, want.Replicas, want.Duplicates, want.MaxAge
+	cfg.Subjects, cfg.Storage, cfg.Replicas, cfg.Duplicates, cfg.MaxAge, cfg.MaxMsgSize = want.Subjects, want.Storage, want.Replicas, want.Duplicates, want.MaxAge, want.MaxMsgSize
 	stream, err = retryJS(ctx, log, "update stream "+events.StreamName, isMissingPeers, func(ctx context.Context) (jetstream.Stream, error) {
 		return js.UpdateStream(ctx, cfg)
 	})

@@ -231,6 +231,10 @@ const (
 	eventsRetention      = 24 * time.Hour
 	duplicatesWindow     = 2 * time.Minute
 	markerTTL            = time.Minute
+	// maxEventSize bounds a message of RSP_EVENTS: the largest valid event
+	// (an element of events.MaxElementBytes, a JWT, headers) is far below
+	// it; junk above it is refused before it is stored.
+	maxEventSize = 64 << 10
 )
 
 // Start sets up the stream and buckets if missing, loads the name space of
@@ -368,6 +372,18 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 				return fmt.Errorf("scope %s: resolve subscription: %w", scope, err)
 			}
 			_ = sub.SetPendingLimits(1<<20, 256<<20)
+			n.subs = append(n.subs, sub)
+		}
+
+		rd := &reader{view: v, js: js, bucket: kv.Bucket(), key: signer, jwt: res.jwt, log: log}
+		for subject, handle := range map[string]nats.MsgHandler{
+			events.Subject(scope, events.KindRead, "*"): rd.handleRead,
+			events.PoolsSubject(scope):                  rd.handlePools,
+		} {
+			sub, err := nc.QueueSubscribe(subject, events.QueueGroup, handle)
+			if err != nil {
+				return fmt.Errorf("scope %s: read subscription: %w", scope, err)
+			}
 			n.subs = append(n.subs, sub)
 		}
 

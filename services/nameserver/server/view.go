@@ -21,16 +21,19 @@ import (
 
 // member is one PE of a pool as the view holds it.
 type member struct {
-	rev  uint64
-	rec  events.Record
-	elem []byte // JSON of rec.Element(), encoded once per change
+	rev uint64
+	// added is the revision at which the PE joined the pool, as far as
+	// this view knows (the first revision of it the view applied).
+	added uint64
+	rec   events.Record
+	elem  []byte // JSON of rec.Element(), encoded once per change
 	// expires is rec.UpdatedAt + lifetime in Unix nanoseconds: the
 	// deadline unless a hold moved it later (expiry.go).
 	expires int64
 }
 
-func newMember(rev uint64, rec *events.Record) *member {
-	return &member{rev: rev, rec: *rec, elem: events.Marshal(rec.Element()),
+func newMember(rev, added uint64, rec *events.Record) *member {
+	return &member{rev: rev, added: added, rec: *rec, elem: events.Marshal(rec.Element()),
 		expires: rec.UpdatedAt.Add(time.Duration(rec.LifetimeMS) * time.Millisecond).UnixNano()}
 }
 
@@ -77,6 +80,10 @@ type view struct {
 	// gone keeps the last record of recently removed keys, so an expiry
 	// change can still show the element that expired.
 	gone map[string]events.Record
+	// marks holds, per pool and PE id, the purge marker the bucket keeps
+	// for a removed PE (until its id registers again): read answers
+	// tell the removals after a revision (reader.go).
+	marks map[string]map[string]*mark
 	// changed is closed and replaced at every applied entry.
 	changed chan struct{}
 	// byConn indexes the live PEs by the NATS connection their record
@@ -102,7 +109,7 @@ type view struct {
 const maxGone = 4096
 
 func newView(scope string, log *slog.Logger) *view {
-	v := &view{scope: scope, log: log, pools: map[string]*pool{}, gone: map[string]events.Record{}, changed: make(chan struct{}),
+	v := &view{scope: scope, log: log, pools: map[string]*pool{}, gone: map[string]events.Record{}, marks: map[string]map[string]*mark{}, changed: make(chan struct{}),
 		byConn: map[events.Conn]map[string]struct{}{}}
 	v.hold(time.Now()) // a replica starts holding (expiry.go)
 	return v
@@ -221,6 +228,7 @@ func (v *view) set(key string, rev uint64, rec *events.Record) {
 		}
 	}
 	if rec == nil {
+		v.mark(poolName, id, rev)
 		if old != nil {
 			if i, found := old.find(id); found {
 				if len(v.gone) >= maxGone {
@@ -237,6 +245,13 @@ func (v *view) set(key string, rev uint64, rec *events.Record) {
 		return
 	}
 	delete(v.gone, key)
+	v.unmark(poolName, id)
+	added := rev
+	if old != nil {
+		if i, found := old.find(id); found {
+			added = old.members[i].added
+		}
+	}
 	if c := rec.Conn; c != nil {
 		keys := v.byConn[*c]
 		if keys == nil {
@@ -245,7 +260,7 @@ func (v *view) set(key string, rev uint64, rec *events.Record) {
 		}
 		keys[key] = struct{}{}
 	}
-	v.pools[poolName] = old.with(poolName, newMember(rev, rec))
+	v.pools[poolName] = old.with(poolName, newMember(rev, added, rec))
 }
 
 // unindex drops key from the index of conn. The caller holds v.mu.

@@ -53,6 +53,19 @@ func TestWireMatchesSchemas(t *testing.T) {
 	m, _ = nc.Request("rsp.default.resolve.none", nil, 5*time.Second)
 	check("resolve_answer", m.Data)
 
+	for _, body := range []string{"", `{"removed_after":1}`, `{"limit":1}`, `{"limit":0.5}`} {
+		m, err := nc.Request("rsp.default.read.wire", []byte(body), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check("read_answer", m.Data)
+	}
+	m, err = nc.Request("rsp.default.pools", nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("pools_answer", m.Data)
+
 	js, _ := jetstream.New(nc)
 	kv, _ := js.KeyValue(context.Background(), events.Bucket("default"))
 	e, err := kv.Get(context.Background(), "wire.w-2")
