@@ -127,7 +127,7 @@ func measureMemory(ctx context.Context, nc *nats.Conn, connect func(string) (*na
 	}
 	progress("memory: starting a new name-server replica over %d PEs", pes)
 	t0 := time.Now()
-	ns, err := server.Start(ctx, nsConn, server.Config{Key: key, StartTimeout: 120 * time.Second,
+	ns, err := server.Start(ctx, nsConn, server.Config{Key: key, StartTimeout: 120 * time.Second, MaxPEsPerSigner: -1, NewPEsPerSecond: -1,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return nil, fmt.Errorf("memory: start new replica: %w", err)

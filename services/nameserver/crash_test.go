@@ -67,7 +67,9 @@ func TestKillNineKeepsAcknowledged(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	args := []string{"--listen", addr, "--data", data}
+	// One signer preloads and loads every PE, at full speed: the signer
+	// quotas are not what this test is about.
+	args := []string{"--listen", addr, "--data", data, "--max-pes-per-signer", "-1", "--new-pes-per-second", "-1"}
 	start := func() (process, time.Duration) {
 		t.Helper()
 		began := time.Now()

@@ -50,6 +50,8 @@ type options struct {
 	accountJWTs  []string
 
 	disconnectGrace time.Duration
+	maxPEsPerSigner int
+	newPEsPerSecond float64
 	maxBadReports   []string
 	reportWindow    []string
 	checkReported   bool
@@ -106,6 +108,8 @@ name in upper case with "-" as "_" (RSP_DATA, RSP_NATS, RSP_SCOPE=a,b).`,
 	f.StringVar(&o.routes, "routes", "", "comma-separated nats-route:// URLs of the other cluster members")
 	f.StringVar(&o.sync, "sync", "auto", "when the embedded server's JetStream flushes its files to the disk: always (before acknowledging each write: nothing acknowledged is lost, even when the machine fails), an interval such as 2m (faster; a machine failure may lose that much of what was acknowledged; a crash of the process alone loses nothing either way), or auto: always for a single server, 2m for a cluster member (--cluster-listen), whose durability is the quorum of replicas on other machines")
 	f.DurationVar(&o.disconnectGrace, "disconnect-grace", server.DefaultDisconnectGrace, "how long a PE whose NATS connection closed may take to register again over a new one before it is taken out (operator mode; negative: off)")
+	f.IntVar(&o.maxPEsPerSigner, "max-pes-per-signer", server.DefaultMaxPEsPerSigner, "PEs one signer (a credential's key) may own in a scope; a new one beyond is refused forbidden (negative: no limit)")
+	f.Float64Var(&o.newPEsPerSecond, "new-pes-per-second", server.DefaultNewPEsPerSecond, "new PEs one signer may add to a scope per second, with a burst of two seconds' worth (renewals not counted); beyond, refused unavailable and retried by clients (negative: no limit)")
 	f.StringSliceVar(&o.maxBadReports, "max-bad-pe-reports", nil, "distinct reporters within the report window that take a PE out: N for every scope or SCOPE=N (repeatable; default 3)")
 	f.StringSliceVar(&o.reportWindow, "report-window", nil, "how long a failure report counts: DURATION for every scope or SCOPE=DURATION (repeatable; default 10s)")
 	f.BoolVar(&o.checkReported, "check-reported", true, "check a reported PE itself (request to its nats transport, TCP connect to its tcp transport) and take it out at once if that fails")
@@ -199,6 +203,7 @@ func run(ctx context.Context, o options) error {
 		r, err := startReplica(ctx, conn, server.Config{
 			Scopes: g.scopes, ID: o.id, Replicas: o.replicas, ClockSkew: o.skew, Logger: log, Auth: g.auth,
 			DisconnectGrace: o.disconnectGrace, NoChecks: !o.checkReported,
+			MaxPEsPerSigner: o.maxPEsPerSigner, NewPEsPerSecond: o.newPEsPerSecond,
 			MaxBadPEReports: reports.defaults.MaxBadPEReports, ReportWindow: reports.defaults.Window,
 			ScopeReports: reports.forScopes(g.scopes), Metrics: mon.metricsOrNil(),
 		})

@@ -41,6 +41,7 @@ type registrar struct {
 	// have no TTL either: the name servers expire them (expiry.go).
 	tombLife time.Duration
 	trust    *scopeTrust // JWT authorization; nil when off
+	quotas   *quotas     // per signer (quota.go)
 	log      *slog.Logger
 	now      func() time.Time
 
@@ -344,6 +345,9 @@ func (g *registrar) register(ctx context.Context, msg *nats.Msg, poolName string
 		}
 		if old == nil {
 			if err := heldBy(tomb, signer, reg.Seq, mark.stored, now, g.tombLife); err != nil {
+				return nil, err
+			}
+			if err := g.quotas.admitNew(signer, g.view.ownedBy(signer), now); err != nil {
 				return nil, err
 			}
 			// A create over the key's last revision (0, or its purge

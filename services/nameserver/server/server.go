@@ -78,6 +78,16 @@ type Config struct {
 	NoChecks bool
 	// CheckTimeout bounds one check of a transport; default 500 ms.
 	CheckTimeout time.Duration
+	// MaxPEsPerSigner bounds the PEs one signer (a credential's key) may
+	// own in a scope: a registration of a new PE beyond it is refused
+	// forbidden; default DefaultMaxPEsPerSigner, negative: no limit.
+	MaxPEsPerSigner int
+	// NewPEsPerSecond bounds how fast one signer adds new PEs to a scope
+	// (renewals are not counted): beyond it, with a burst of two
+	// seconds' worth, a registration is refused unavailable (the client
+	// retries with backoff); default DefaultNewPEsPerSecond, negative: no
+	// limit.
+	NewPEsPerSecond float64
 	// Logger; default slog.Default(). Lines about an event carry its
 	// event_id, event_seq, pool and pe_id.
 	Logger *slog.Logger
@@ -128,6 +138,12 @@ func (c *Config) defaults() error {
 	}
 	if c.AckWait == 0 {
 		c.AckWait = 5 * time.Second
+	}
+	if c.MaxPEsPerSigner == 0 {
+		c.MaxPEsPerSigner = DefaultMaxPEsPerSigner
+	}
+	if c.NewPEsPerSecond == 0 {
+		c.NewPEsPerSecond = DefaultNewPEsPerSecond
 	}
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 30 * time.Second
@@ -333,6 +349,7 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 		}
 		reg := &registrar{scope: scope, home: cfg.ID, nc: nc, js: js, kv: kv, view: v, skew: cfg.ClockSkew, tombLife: cfg.TombstoneLife, trust: trust, log: log, now: time.Now,
 			metrics: cfg.Metrics,
+			quotas:  newQuotas(cfg.MaxPEsPerSigner, cfg.NewPEsPerSecond),
 			reports: rkv, rs: cfg.reportSettings(scope), checks: n.checks, noChecks: cfg.NoChecks, checked: map[string]time.Time{}}
 		registrars[scope] = reg
 		x := &expiry{scope: scope, js: js, nc: nc, durable: eventsConsumerPrefix + scope, bucket: kv.Bucket(), view: v, reg: reg, log: log, metrics: cfg.Metrics}

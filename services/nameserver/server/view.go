@@ -84,6 +84,8 @@ type view struct {
 	// for a removed PE (until its id registers again): read answers
 	// tell the removals after a revision (reader.go).
 	marks map[string]map[string]*mark
+	// owned counts the live PEs of each signer (quota.go).
+	owned map[string]int
 	// changed is closed and replaced at every applied entry.
 	changed chan struct{}
 	// byConn indexes the live PEs by the NATS connection their record
@@ -109,7 +111,7 @@ type view struct {
 const maxGone = 4096
 
 func newView(scope string, log *slog.Logger) *view {
-	v := &view{scope: scope, log: log, pools: map[string]*pool{}, gone: map[string]events.Record{}, marks: map[string]map[string]*mark{}, changed: make(chan struct{}),
+	v := &view{scope: scope, log: log, pools: map[string]*pool{}, gone: map[string]events.Record{}, marks: map[string]map[string]*mark{}, owned: map[string]int{}, changed: make(chan struct{}),
 		byConn: map[events.Conn]map[string]struct{}{}}
 	v.hold(time.Now()) // a replica starts holding (expiry.go)
 	return v
@@ -225,6 +227,11 @@ func (v *view) set(key string, rev uint64, rec *events.Record) {
 	if old != nil {
 		if i, found := old.find(id); found {
 			v.unindex(key, old.members[i].rec.Conn)
+			if signer := old.members[i].rec.Signer; v.owned[signer] <= 1 {
+				delete(v.owned, signer)
+			} else {
+				v.owned[signer]--
+			}
 		}
 	}
 	if rec == nil {
@@ -246,6 +253,7 @@ func (v *view) set(key string, rev uint64, rec *events.Record) {
 	}
 	delete(v.gone, key)
 	v.unmark(poolName, id)
+	v.owned[rec.Signer]++
 	added := rev
 	if old != nil {
 		if i, found := old.find(id); found {
@@ -595,4 +603,11 @@ func (v *view) records(name string) (PoolSummary, []events.Record, bool) {
 		recs[i] = m.rec
 	}
 	return p.summary(), recs, true
+}
+
+// ownedBy is the number of live PEs whose records name signer.
+func (v *view) ownedBy(signer string) int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.owned[signer]
 }
