@@ -107,6 +107,7 @@ its inbox prefix is _INBOX.<user>. Everything not listed is denied.`,
 
 func newAuthInitCmd(g *globals) *cobra.Command {
 	var scopes []string
+	var limits string
 	cmd := &cobra.Command{
 		Use:   "init [--data DIR] [--scope NAME ...]",
 		Short: "Create the operator, the system account and the scopes' accounts",
@@ -116,7 +117,13 @@ account for each scope with its signing key, and one .creds file per role of
 each scope in DIR/auth/creds/<scope>/<role>.creds. What exists is kept, so
 running it again changes nothing, and naming a new scope adds its account.
 --scope is repeatable (or comma-separated); without it, the scope of RSP_SCOPE,
-else "default". Prints where the creds files are.`,
+else "default". Prints where the creds files are.
+
+Each scope account carries limits that the NATS servers enforce for all its
+users together (default ` + auth.DefaultAccountLimits().String() + `).
+--account-limits sets them for every scope account, NAME=N over the defaults
+(-1: no limit); without it, accounts keep theirs. Running NATS servers pick
+new limits up when they start again.`,
 		Example: `  rsp auth init
   rsp auth init --data /var/lib/rsp --scope default --scope prod`,
 		Args: exactArgs(),
@@ -124,7 +131,15 @@ else "default". Prints where the creds files are.`,
 			if len(scopes) == 0 {
 				scopes = []string{g.scope}
 			}
-			st, err := auth.Init(g.storeDir(), scopes)
+			var opts []auth.InitOption
+			if cmd.Flags().Changed("account-limits") {
+				l, err := auth.ParseAccountLimits(limits)
+				if err != nil {
+					return err
+				}
+				opts = append(opts, auth.WithAccountLimits(l))
+			}
+			st, err := auth.Init(g.storeDir(), scopes, opts...)
 			if err != nil {
 				return err
 			}
@@ -145,6 +160,7 @@ else "default". Prints where the creds files are.`,
 		},
 	}
 	cmd.Flags().StringSliceVar(&scopes, "scope", nil, "scope `NAME` to have an account; repeatable")
+	cmd.Flags().StringVar(&limits, "account-limits", "", "limits of every scope account, `NAME=N,...` over the defaults: connections, subscriptions, payload, streams, consumers (-1: no limit)")
 	return cmd
 }
 

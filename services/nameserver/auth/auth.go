@@ -64,6 +64,10 @@ const (
 // moment) may lose one change.
 type Store struct {
 	dir string
+	// limits, when set, are the account limits Init gives every scope
+	// account; nil keeps each account's own (DefaultAccountLimits for one
+	// that has none yet).
+	limits *AccountLimits
 
 	mu       sync.Mutex
 	operator nkeys.KeyPair
@@ -88,7 +92,7 @@ type account struct {
 // issued anew only when it is missing, unreadable, revoked, or its
 // permissions are not those of its role (all pools). No scopes means the
 // default scope.
-func Init(dir string, scopes []string) (*Store, error) {
+func Init(dir string, scopes []string, opts ...InitOption) (*Store, error) {
 	if len(scopes) == 0 {
 		scopes = []string{events.DefaultScope}
 	}
@@ -101,6 +105,9 @@ func Init(dir string, scopes []string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, accounts: map[string]*account{}}
+	for _, o := range opts {
+		o(s)
+	}
 	var err error
 	if s.operator, err = loadOrCreateKey(s.path("operator.nk"), nkeys.PrefixByteOperator); err != nil {
 		return nil, err
@@ -133,6 +140,16 @@ func Init(dir string, scopes []string) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// InitOption configures Init.
+type InitOption func(*Store)
+
+// WithAccountLimits gives every scope account limits l (re-signing the
+// accounts whose limits differ). Without it, Init keeps each account's
+// limits, and gives DefaultAccountLimits to one that has none.
+func WithAccountLimits(l AccountLimits) InitOption {
+	return func(s *Store) { s.limits = &l }
 }
 
 // Open opens a store that Init made.
@@ -343,7 +360,7 @@ func (s *Store) ensureAccountJWT(path, name string, kp, signing nkeys.KeyPair) (
 	ac.Limits.DisallowBearer = true
 	if signing != nil {
 		ac.SigningKeys.Add(mustPub(signing))
-		ac.Limits.JetStreamLimits = unlimitedJetStream
+		s.wantLimits(ac).apply(ac)
 		ac.Imports = slices.DeleteFunc(ac.Imports, func(i *jwt.Import) bool { return i.Name == disconnectShare })
 		ac.Imports.Add(s.disconnectImport(pub))
 	} else {
@@ -380,11 +397,15 @@ func (s *Store) disconnectImport(accountPub string) *jwt.Import {
 	}
 }
 
-var unlimitedJetStream = jwt.JetStreamLimits{
-	MemoryStorage: jwt.NoLimit,
-	DiskStorage:   jwt.NoLimit,
-	Streams:       jwt.NoLimit,
-	Consumer:      jwt.NoLimit,
+// wantLimits are the limits scope account ac must carry.
+func (s *Store) wantLimits(ac *jwt.AccountClaims) AccountLimits {
+	if s.limits != nil {
+		return *s.limits
+	}
+	if l, ok := limitsOf(ac); ok {
+		return l
+	}
+	return DefaultAccountLimits()
 }
 
 // accountComplete tells whether ac is all an account JWT of the store
@@ -402,7 +423,9 @@ func (s *Store) accountComplete(ac *jwt.AccountClaims, name string, signing nkey
 		})
 	}
 	want := s.disconnectImport(ac.Subject)
-	return ac.SigningKeys.Contains(mustPub(signing)) && ac.Limits.JetStreamLimits == unlimitedJetStream &&
+	have, _ := limitsOf(ac)
+	return ac.SigningKeys.Contains(mustPub(signing)) && have == s.wantLimits(ac) &&
+		ac.Limits.JetStreamLimits.MemoryStorage == jwt.NoLimit && ac.Limits.JetStreamLimits.DiskStorage == jwt.NoLimit &&
 		slices.ContainsFunc(ac.Imports, func(i *jwt.Import) bool {
 			return i.Name == want.Name && i.Subject == want.Subject && i.Account == want.Account &&
 				i.Type == want.Type && i.LocalSubject == ""
