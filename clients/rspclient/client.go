@@ -153,11 +153,9 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rspclient: jetstream: %w", err)
 	}
-	d := &denials{}
-	d.hook(nc)
 	return &Client{
 		nc: nc, js: js, scope: o.scope, kp: o.kp, signer: signer, pub: pub, jwt: o.jwt, trust: trust, timeout: o.timeout,
-		log: o.log.With("scope", o.scope), denials: d,
+		log: o.log.With("scope", o.scope), denials: denialsOf(nc),
 	}, nil
 }
 

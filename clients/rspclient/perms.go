@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -22,6 +23,29 @@ var ErrPermission = errors.New("not permitted by this credential")
 type denials struct {
 	mu      sync.Mutex
 	waiting map[string][]*context.CancelCauseFunc
+}
+
+// connDenials holds one denials per connection: the clients of one
+// connection share it, so the connection's error handler is chained once,
+// however many clients come and go on it.
+var (
+	connDenialsMu sync.Mutex
+	connDenials   = map[*nats.Conn]*denials{}
+)
+
+// denialsOf returns the denials of nc, hooked onto its async error
+// handler the first time; connections closed since are forgotten.
+func denialsOf(nc *nats.Conn) *denials {
+	connDenialsMu.Lock()
+	defer connDenialsMu.Unlock()
+	if d := connDenials[nc]; d != nil {
+		return d
+	}
+	maps.DeleteFunc(connDenials, func(c *nats.Conn, _ *denials) bool { return c.IsClosed() })
+	d := &denials{}
+	d.hook(nc)
+	connDenials[nc] = d
+	return d
 }
 
 // hook chains onto nc's async error handler.

@@ -220,3 +220,18 @@ func TestServeRepliesToInboxesOnly(t *testing.T) {
 		t.Fatalf("the PE replied on %s", m.Subject)
 	}
 }
+
+// TestDenialsSharedPerConnection: the clients of one connection share one
+// hook on its error handler, so a connection with many short-lived
+// clients does not grow a chain of handlers.
+func TestDenialsSharedPerConnection(t *testing.T) {
+	nc := connect(t, startNATS(t))
+	a, b := newClient(t, nc), newClient(t, nc)
+	if a.denials != b.denials {
+		t.Fatal("two clients of one connection hook its error handler twice")
+	}
+	other := newClient(t, connect(t, startNATS(t)))
+	if other.denials == a.denials {
+		t.Fatal("clients of two connections share their denials")
+	}
+}
