@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -56,9 +55,16 @@ func (v *view) unmark(pool, id string) {
 	}
 }
 
-// readPage answers one page of pool (q validated), with the markers whose
-// reason is yet to be looked up.
-func (v *view) readPage(poolName string, q *events.ReadRequest) (events.ReadAnswer, []*mark) {
+// unknownReason is a removal of a read answer whose reason is yet to be
+// looked up: its index in ReadAnswer.Removed and its marker.
+type unknownReason struct {
+	i int
+	m *mark
+}
+
+// readPage answers one page of pool (q validated), with the removals
+// whose reason is yet to be looked up.
+func (v *view) readPage(poolName string, q *events.ReadRequest) (events.ReadAnswer, []unknownReason) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	a := events.ReadAnswer{Scope: v.scope, Pool: poolName, Revision: v.revision}
@@ -84,40 +90,39 @@ func (v *view) readPage(poolName string, q *events.ReadRequest) (events.ReadAnsw
 	if q.After != "" || q.RemovedAfter == 0 {
 		return a, nil
 	}
-	var lookup []*mark
-	var removed []*mark
-	ids := map[*mark]string{}
+	type removal struct {
+		id string
+		m  *mark
+	}
+	var removed []removal
 	for id, m := range v.marks[poolName] {
 		if m.rev > q.RemovedAfter {
-			removed = append(removed, m)
-			ids[m] = id
+			removed = append(removed, removal{id, m})
 		}
 	}
 	// The newest ReadPageMax: a reader that missed more takes the rest as
 	// expired (it finds them gone).
-	slices.SortFunc(removed, func(a, b *mark) int { return cmp.Compare(b.rev, a.rev) })
+	slices.SortFunc(removed, func(a, b removal) int { return cmp.Compare(b.m.rev, a.m.rev) })
 	removed = removed[:min(len(removed), events.ReadPageMax)]
-	for _, m := range removed {
-		a.Removed = append(a.Removed, events.Removal{PEID: ids[m], Revision: m.rev, Reason: m.reason})
-		if m.reason == "" {
-			lookup = append(lookup, m)
+	slices.SortFunc(removed, func(a, b removal) int { return cmpString(a.id, b.id) })
+	var unknown []unknownReason
+	for i, r := range removed {
+		a.Removed = append(a.Removed, events.Removal{PEID: r.id, Revision: r.m.rev, Reason: r.m.reason})
+		if r.m.reason == "" {
+			unknown = append(unknown, unknownReason{i, r.m})
 		}
 	}
-	slices.SortFunc(a.Removed, func(x, y events.Removal) int { return cmpString(x.PEID, y.PEID) })
-	return a, lookup
+	return a, unknown
 }
 
 // reader answers reads of one scope from its view.
 type reader struct {
-	view   *view
-	js     jetstream.JetStream
-	bucket string
-	key    *events.Signer
-	jwt    string // sent in Rsp-Jwt; "" without
-	log    *slog.Logger
-
-	mu     sync.Mutex
-	stream jetstream.Stream // the bucket's stream, once found
+	view *view
+	// kvStream is the bucket's stream (registrar.kvStream: looked up once).
+	kvStream func(context.Context) (jetstream.Stream, error)
+	key      *events.Signer
+	jwt      string // sent in Rsp-Jwt; "" without
+	log      *slog.Logger
 }
 
 // readTimeout bounds the lookups of one answer (marker reasons);
@@ -157,32 +162,28 @@ func (rd *reader) read(msg *nats.Msg) events.ReadAnswer {
 		// A reader resuming after a revision another replica showed it.
 		rd.view.waitFor(q.RemovedAfter, readWait)
 	}
-	a, lookup := rd.view.readPage(pool, &q)
-	if len(lookup) > 0 {
+	a, unknown := rd.view.readPage(pool, &q)
+	if len(unknown) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 		defer cancel()
-		if err := rd.reasons(ctx, lookup); err != nil {
+		if err := rd.reasons(ctx, a.Removed, unknown); err != nil {
 			rd.log.Warn("read: removal reasons not found", "pool", pool, "err", err)
 			return events.ReadAnswer{Error: &events.Error{Code: events.CodeUnavailable, Message: "reading removal reasons: " + err.Error()}}
-		}
-		for i := range a.Removed {
-			if a.Removed[i].Reason == "" {
-				a.Removed[i].Reason = rd.reasonOf(pool, a.Removed[i].PEID)
-			}
 		}
 	}
 	return a
 }
 
-// reasons looks up the reason of each marker in the bucket's stream (a
-// watch shows no headers) and keeps it in the view.
-func (rd *reader) reasons(ctx context.Context, ms []*mark) error {
-	st, err := rd.bucketStream(ctx)
+// reasons looks up the reason of each unknown removal in the bucket's
+// stream (a watch shows no headers), fills it in and keeps it in the
+// view.
+func (rd *reader) reasons(ctx context.Context, removed []events.Removal, unknown []unknownReason) error {
+	st, err := rd.kvStream(ctx)
 	if err != nil {
 		return err
 	}
-	for _, m := range ms {
-		msg, err := st.GetMsg(ctx, m.rev)
+	for _, u := range unknown {
+		msg, err := st.GetMsg(ctx, u.m.rev)
 		reason := ""
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
@@ -192,35 +193,12 @@ func (rd *reader) reasons(ctx context.Context, ms []*mark) error {
 		default:
 			reason = events.RemovalReason(msg.Header)
 		}
+		removed[u.i].Reason = reason
 		rd.view.mu.Lock()
-		m.reason = reason
+		u.m.reason = reason
 		rd.view.mu.Unlock()
 	}
 	return nil
-}
-
-// reasonOf returns the reason now known for the marker of pool/id.
-func (rd *reader) reasonOf(pool, id string) string {
-	rd.view.mu.RLock()
-	defer rd.view.mu.RUnlock()
-	if m := rd.view.marks[pool][id]; m != nil && m.reason != "" {
-		return m.reason
-	}
-	return events.ReasonExpired
-}
-
-func (rd *reader) bucketStream(ctx context.Context) (jetstream.Stream, error) {
-	rd.mu.Lock()
-	defer rd.mu.Unlock()
-	if rd.stream != nil {
-		return rd.stream, nil
-	}
-	st, err := rd.js.Stream(ctx, "KV_"+rd.bucket)
-	if err != nil {
-		return nil, err
-	}
-	rd.stream = st
-	return st, nil
 }
 
 func (rd *reader) handlePools(msg *nats.Msg) {

@@ -392,7 +392,7 @@ func (n *NameServer) start(ctx, runCtx context.Context, nc *nats.Conn, js jetstr
 			n.subs = append(n.subs, sub)
 		}
 
-		rd := &reader{view: v, js: js, bucket: kv.Bucket(), key: signer, jwt: res.jwt, log: log}
+		rd := &reader{view: v, kvStream: reg.kvStream, key: signer, jwt: res.jwt, log: log}
 		for subject, handle := range map[string]nats.MsgHandler{
 			events.Subject(scope, events.KindRead, "*"): rd.handleRead,
 			events.PoolsSubject(scope):                  rd.handlePools,
