@@ -205,7 +205,11 @@ func TestServeRepliesToInboxesOnly(t *testing.T) {
 	}
 	defer func() { _ = srv.Close(context.Background()) }()
 	nc := connect(t, s)
-	acks, err := nc.SubscribeSync("$JS.ACK.>")
+	// A reply subject that is no inbox. (Not a $JS.ACK one: this server
+	// does not pass those to plain subscribers, and the name server's own
+	// acks of the PE's events would be on others.)
+	const notInbox = "rsp.test.not-an-inbox"
+	acks, err := nc.SubscribeSync(notInbox)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +217,7 @@ func TestServeRepliesToInboxesOnly(t *testing.T) {
 	if m, err := nc.Request(svc, nil, 5*time.Second); err != nil || string(m.Data) != "+ACK" {
 		t.Fatalf("a plain request to the PE: %v %v", m, err)
 	}
-	if err := nc.PublishRequest(svc, "$JS.ACK.RSP_EVENTS.rsp-nameservers-default.1.1.1.0.0", nil); err != nil {
+	if err := nc.PublishRequest(svc, notInbox, nil); err != nil {
 		t.Fatal(err)
 	}
 	if m, err := acks.NextMsg(500 * time.Millisecond); err == nil {
